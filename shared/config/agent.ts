@@ -1,0 +1,47 @@
+/**
+ * `jw agent` configuration. Every field documents its default.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { Id, Tags } from "../protocol/common.ts";
+import { Duration, LogLevelSetting, ServerUrl, Size } from "./types.ts";
+import type { EnvBinding } from "./load.ts";
+
+/** The agent config schema. */
+export const AgentConfig = z.object({
+  /** Agent id, unique in the fleet. Required. */
+  id: Id,
+  /** A server URL (http:// or ws://); the agent is redirected to its owner. Required. */
+  server: ServerUrl,
+  /** Data directory: key pair, sqlite database. Default "./jw-data/agent". */
+  data: z.string().min(1).default("./jw-data/agent"),
+  /** Absolute paths of programs `exec.run` may start. Default [] (nothing). */
+  allowRun: z.array(z.string().startsWith("/", "whitelisted programs must be absolute paths")).default([]),
+  /** Tags sent in `hello`. Default {}. */
+  tags: Tags.default({}),
+  /** Largest frame accepted from the server. Default "1MiB". */
+  maxFrame: Size.prefault("1MiB"),
+  /** Reconnect backoff: exponential from `min`, capped at `max`, full jitter. */
+  reconnect: z.object({
+    /** First retry delay cap. Default "500ms". */
+    min: Duration.prefault("500ms"),
+    /** Largest delay cap. Default "30s". */
+    max: Duration.prefault("30s"),
+  }).strict().prefault({}),
+  /** Longest an `exec.run` may take when it gives no `timeout`. Default "10m". */
+  execTimeout: Duration.prefault("10m"),
+  /** Log level on stderr: error, warn, info, debug. Default "info". */
+  logLevel: LogLevelSetting.default("info"),
+}).strict();
+export type AgentConfig = z.output<typeof AgentConfig>;
+
+/** `JW_*` variables for the agent. */
+export const agentEnv: Record<string, EnvBinding> = {
+  JW_ID: { path: "id" },
+  JW_SERVER: { path: "server" },
+  JW_DATA: { path: "data" },
+  JW_ALLOW_RUN: { path: "allowRun", kind: "list" },
+  JW_TAGS: { path: "tags", kind: "json" },
+  JW_LOG_LEVEL: { path: "logLevel" },
+};

@@ -1,0 +1,8 @@
+/**
+ * Keys, the handshake challenge signature, and digests.
+ *
+ * @module
+ */
+export * from "./keys.ts";
+export * from "./challenge.ts";
+export * from "./digest.ts";

@@ -1,0 +1,109 @@
+/**
+ * The append-only audit log, kept in sqlite on both server and agent. Triggers refuse
+ * UPDATE and DELETE, so rows can only be added.
+ *
+ * @module
+ */
+import type { DatabaseSync, Migration } from "./sqlite.ts";
+import type { Clock } from "../clock.ts";
+import { digestJson } from "../crypto/digest.ts";
+import type { AuditRecord } from "../protocol/operator.ts";
+
+/** The migration that creates the audit table; include it in a component's list. */
+export const auditMigration: Migration = {
+  name: "audit log",
+  up: `
+    CREATE TABLE audit (
+      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+      ts INTEGER NOT NULL,
+      actor TEXT NOT NULL,
+      action TEXT NOT NULL,
+      target TEXT,
+      key TEXT,
+      args_digest TEXT,
+      outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'denied', 'error')),
+      reason TEXT
+    );
+    CREATE INDEX audit_action ON audit(action, seq);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+      BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+      BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+  `,
+};
+
+/** What happened, who did it, to what. */
+export interface AuditEvent {
+  /** Who acted: `operator:NAME`, `agent:ID`, `server:ID`, or a peer address. */
+  actor: string;
+  /** What happened, e.g. `command.received`, `handshake.failed`. */
+  action: string;
+  /** What it was done to: an agent id, a target expression. */
+  target?: string;
+  /** The command key, when there is one. */
+  key?: string;
+  /** Command arguments; only their digest is stored. */
+  args?: unknown;
+  outcome: "ok" | "denied" | "error";
+  /** Why, for denials and errors. */
+  reason?: string;
+}
+
+/** Query options for {@link AuditLog.list}. */
+export interface AuditQuery {
+  /** Newest N entries (default 100, max 10000). */
+  limit?: number;
+  /** Only this action. */
+  action?: string;
+  /** Only entries after this seq. */
+  after?: number;
+}
+
+/** Appends and reads audit records. Synchronous; safe to call from any handler. */
+export class AuditLog {
+  readonly #db: DatabaseSync;
+  readonly #clock: Clock;
+
+  constructor(db: DatabaseSync, clock: Clock) {
+    this.#db = db;
+    this.#clock = clock;
+  }
+
+  /** Records one event. Never throws for a bad event: audit failures are reported to stderr. */
+  append(event: AuditEvent): void {
+    try {
+      this.#db.prepare(
+        "INSERT INTO audit (ts, actor, action, target, key, args_digest, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      ).run(
+        this.#clock.now(),
+        event.actor,
+        event.action,
+        event.target ?? null,
+        event.key ?? null,
+        event.args === undefined ? null : digestJson(event.args),
+        event.outcome,
+        event.reason ?? null,
+      );
+    } catch (err) {
+      console.error(`audit: failed to record ${event.action}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Newest entries first. */
+  list(query: AuditQuery = {}): AuditRecord[] {
+    const limit = Math.min(Math.max(query.limit ?? 100, 1), 10_000);
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    if (query.action) {
+      where.push("action = ?");
+      params.push(query.action);
+    }
+    if (query.after !== undefined) {
+      where.push("seq > ?");
+      params.push(query.after);
+    }
+    const sql = `SELECT seq, ts, actor, action, target, key, args_digest AS argsDigest, outcome, reason FROM audit
+      ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY seq DESC LIMIT ?`;
+    return this.#db.prepare(sql).all(...params, limit).map((r) => ({ ...r }) as unknown as AuditRecord);
+  }
+}

@@ -1,0 +1,251 @@
+/**
+ * Frames exchanged on the agent WebSocket (`/v1/agent`). Every frame is a JSON object
+ * `{v, id, type, ...}` checked against the schema for its `type` on receipt.
+ *
+ * Handshake: agent `hello` → server `challenge` → agent `response` → server `welcome`
+ * (or `redirect`, or an `error` frame and close). Then the server sends `command`
+ * frames and the agent sends `output`, `log`, `alive` and `setTag` frames.
+ *
+ * @module
+ */
+import { z } from "zod";
+import {
+  CommandKey,
+  ErrorInfoSchema,
+  Id,
+  JsonObject,
+  Meta,
+  Millis,
+  TagName,
+  Tags,
+  Version,
+} from "./common.ts";
+
+/** An Ed25519 public key as a JWK. */
+export const PublicJwk = z.object({
+  kty: z.literal("OKP"),
+  crv: z.literal("Ed25519"),
+  x: z.string().regex(/^[A-Za-z0-9_-]{43}$/, "must be a base64url Ed25519 key"),
+  kid: z.string().optional(),
+  alg: z.string().optional(),
+  use: z.string().optional(),
+}).strict();
+export type PublicJwk = z.infer<typeof PublicJwk>;
+
+/** When and how a job runs. Only `now` is executed by this version. */
+export const Schedule = z.discriminatedUnion("trigger", [
+  z.object({ trigger: z.literal("now") }).strict(),
+  z.object({ trigger: z.literal("interval"), every: z.string() }).strict(),
+  z.object({ trigger: z.literal("cron"), cron: z.string() }).strict(),
+  z.object({ trigger: z.literal("onStart") }).strict(),
+  z.object({ trigger: z.literal("onConnect") }).strict(),
+  z.object({ trigger: z.literal("onDisconnect") }).strict(),
+  z.object({ trigger: z.literal("onStop") }).strict(),
+]);
+export type Schedule = z.infer<typeof Schedule>;
+
+/** A job as sent by an operator: the agent makes up `id` when none is given. */
+export const JobSpec = z.object({
+  id: Id.optional(),
+  key: CommandKey,
+  args: JsonObject.default({}),
+  schedule: Schedule.optional(),
+  persistent: z.boolean().optional(),
+}).strict();
+export type JobSpec = z.infer<typeof JobSpec>;
+
+/** The job a reply belongs to. */
+export const JobRef = z.object({ id: Id, key: CommandKey }).strict();
+export type JobRef = z.infer<typeof JobRef>;
+
+// ---- agent → server -------------------------------------------------------------
+
+/** First frame from the agent. */
+export const Hello = z.object({
+  v: Version,
+  id: Id,
+  type: z.literal("hello"),
+  agentId: Id,
+  publicKey: PublicJwk,
+  version: z.string().max(64),
+  tags: Tags.default({}),
+}).strict();
+export type Hello = z.infer<typeof Hello>;
+
+/** The agent's signature over the challenge, as a compact JWS. */
+export const ChallengeResponse = z.object({
+  v: Version,
+  id: Id,
+  type: z.literal("response"),
+  jws: z.string().max(4096),
+}).strict();
+export type ChallengeResponse = z.infer<typeof ChallengeResponse>;
+
+/** Fields every reply to a command carries (reply-to). `id` is the command's envelope id. */
+const replyFields = {
+  v: Version,
+  id: Id,
+  meta: Meta.optional(),
+  job: JobRef,
+  /** Per-job, per-run sequence number starting at 0. */
+  seq: z.number().int().nonnegative(),
+  /** When the agent produced this frame. */
+  ts: Millis,
+};
+
+/**
+ * Output of a job: a line of text (`text`, with `stream`) or a structured object
+ * (`data`). The last output of a run has `done: true` and the run summary.
+ */
+export const Output = z.object({
+  ...replyFields,
+  type: z.literal("output"),
+  stream: z.enum(["stdout", "stderr", "result"]).optional(),
+  text: z.string().optional(),
+  data: JsonObject.optional(),
+  done: z.boolean().optional(),
+  start: Millis.optional(),
+  finish: Millis.optional(),
+  durationMs: z.number().nonnegative().optional(),
+  exitCode: z.number().int().nullable().optional(),
+  error: ErrorInfoSchema.nullable().optional(),
+}).strict();
+export type Output = z.infer<typeof Output>;
+
+/** Log levels, most severe first. */
+export const LogLevel = z.enum(["error", "warn", "info", "debug", "trace"]);
+export type LogLevel = z.infer<typeof LogLevel>;
+
+/** A log line from a job. */
+export const Log = z.object({
+  ...replyFields,
+  type: z.literal("log"),
+  level: LogLevel,
+  message: z.string(),
+  fields: JsonObject.optional(),
+}).strict();
+export type Log = z.infer<typeof Log>;
+
+/** Heartbeat from the agent. */
+export const Alive = z.object({
+  v: Version,
+  id: Id,
+  type: z.literal("alive"),
+  ts: Millis,
+  uptimeMs: z.number().nonnegative(),
+  running: z.number().int().nonnegative(),
+}).strict();
+export type Alive = z.infer<typeof Alive>;
+
+/** Sets (string) or deletes (null) tags on the agent's connection. */
+export const SetTag = z.object({
+  v: Version,
+  id: Id,
+  type: z.literal("setTag"),
+  ts: Millis,
+  tags: z.record(TagName, z.string().max(256).nullable()),
+  meta: Meta.optional(),
+  job: JobRef.optional(),
+  seq: z.number().int().nonnegative().optional(),
+}).strict();
+export type SetTag = z.infer<typeof SetTag>;
+
+/** A protocol-level error about a frame the peer sent (`ref` is that frame's id if known). */
+export const ErrorFrame = z.object({
+  v: Version,
+  id: Id,
+  type: z.literal("error"),
+  ref: z.string().optional(),
+  error: ErrorInfoSchema,
+}).strict();
+export type ErrorFrame = z.infer<typeof ErrorFrame>;
+
+// ---- server → agent -------------------------------------------------------------
+
+/** Claims the agent must sign. `iat`/`exp` are seconds, as in JWT. */
+export const ChallengeClaims = z.object({
+  nonce: z.string().min(16).max(128),
+  iat: z.number().int(),
+  exp: z.number().int(),
+  aud: z.string(),
+  sub: Id,
+  kid: z.string(),
+}).strict();
+export type ChallengeClaims = z.infer<typeof ChallengeClaims>;
+
+/** The protected header the agent must sign with. */
+export const ChallengeHeader = z.object({
+  alg: z.literal("EdDSA"),
+  typ: z.literal("JWT"),
+  kid: z.string(),
+}).strict();
+export type ChallengeHeader = z.infer<typeof ChallengeHeader>;
+
+/** Server's challenge: the agent signs exactly this header and payload. */
+export const Challenge = z.object({
+  v: Version,
+  id: Id,
+  type: z.literal("challenge"),
+  header: ChallengeHeader,
+  payload: ChallengeClaims,
+}).strict();
+export type Challenge = z.infer<typeof Challenge>;
+
+/** Handshake accepted. */
+export const Welcome = z.object({
+  v: Version,
+  id: Id,
+  type: z.literal("welcome"),
+  serverId: z.string(),
+  agentId: Id,
+  heartbeatMs: z.number().int().positive(),
+  maxFrameBytes: z.number().int().positive(),
+}).strict();
+export type Welcome = z.infer<typeof Welcome>;
+
+/** Go to another server instead (bounded hops on the agent). */
+export const Redirect = z.object({
+  v: Version,
+  id: Id,
+  type: z.literal("redirect"),
+  url: z.string().url(),
+  reason: z.string(),
+}).strict();
+export type Redirect = z.infer<typeof Redirect>;
+
+/** A job to run. Replies carry `id` and `meta` back verbatim. */
+export const Command = z.object({
+  v: Version,
+  id: Id,
+  type: z.literal("command"),
+  meta: Meta.optional(),
+  job: JobSpec,
+}).strict();
+export type Command = z.infer<typeof Command>;
+
+/** Frames an agent may send, by `type`. */
+export const agentToServer = {
+  hello: Hello,
+  response: ChallengeResponse,
+  output: Output,
+  log: Log,
+  alive: Alive,
+  setTag: SetTag,
+  error: ErrorFrame,
+} as const;
+
+/** Frames a server may send, by `type`. */
+export const serverToAgent = {
+  challenge: Challenge,
+  welcome: Welcome,
+  redirect: Redirect,
+  command: Command,
+  error: ErrorFrame,
+} as const;
+
+/** Any frame an agent sends. */
+export type AgentFrame = Hello | ChallengeResponse | Output | Log | Alive | SetTag | ErrorFrame;
+/** Any frame a server sends. */
+export type ServerFrame = Challenge | Welcome | Redirect | Command | ErrorFrame;
+/** A reply to a command. */
+export type Reply = Output | Log | SetTag;

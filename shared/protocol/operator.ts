@@ -1,0 +1,139 @@
+/**
+ * The operator HTTP API under `/v1/` (HTTP basic auth on every request):
+ *
+ * - `GET  /v1/agents` → `{agents: AgentInfo[]}`
+ * - `POST /v1/run` with a {@link RunRequest} → NDJSON stream: one `dispatched` event,
+ *   then every reply (each with `agent`), then one `summary` event.
+ * - `GET  /v1/stream?agent=ID&tag=k=v&id=ENVELOPE` → NDJSON stream of live replies.
+ * - `GET  /v1/audit?limit=N&action=A` → `{entries: AuditRecord[]}`
+ *
+ * Errors are `{error: {code, message}}` with a matching HTTP status.
+ *
+ * @module
+ */
+import { z } from "zod";
+import { JwError } from "../errors.ts";
+import { ErrorInfoSchema, Id, Meta, Tags } from "./common.ts";
+import { JobSpec, type Log, type Output, type SetTag } from "./agent.ts";
+
+/** Who a command goes to: one agent, every agent with a tag value, or every agent. */
+export type Target =
+  | { kind: "agent"; id: string }
+  | { kind: "tag"; name: string; value: string }
+  | { kind: "all" };
+
+/**
+ * Parses `agent:ID`, `tag:NAME=VALUE` or `all`.
+ * @throws JwError `usage` with the accepted forms.
+ */
+export function parseTarget(text: string): Target {
+  if (text === "all") return { kind: "all" };
+  if (text.startsWith("agent:")) {
+    const id = text.slice(6);
+    if (Id.safeParse(id).success) return { kind: "agent", id };
+  }
+  if (text.startsWith("tag:")) {
+    const eq = text.indexOf("=");
+    if (eq > 4) return { kind: "tag", name: text.slice(4, eq), value: text.slice(eq + 1) };
+  }
+  throw new JwError("usage", `bad target "${text}": use agent:ID, tag:NAME=VALUE or all`);
+}
+
+/** The text form of a {@link Target}. */
+export function formatTarget(t: Target): string {
+  return t.kind === "all" ? "all" : t.kind === "agent" ? `agent:${t.id}` : `tag:${t.name}=${t.value}`;
+}
+
+/** Body of `POST /v1/run`. */
+export const RunRequest = z.object({
+  target: z.string().min(1),
+  job: JobSpec,
+  meta: Meta.optional(),
+  /** How long the server waits for every agent's `done` (ms, default 30000, max 1 h). */
+  timeoutMs: z.number().int().positive().max(3_600_000).default(30_000),
+}).strict();
+export type RunRequest = z.input<typeof RunRequest>;
+
+/** One agent as listed by `GET /v1/agents`. */
+export const AgentInfo = z.object({
+  id: Id,
+  connected: z.boolean(),
+  tags: Tags,
+  server: z.string().nullable(),
+  lastSeen: z.number().nullable(),
+  firstSeen: z.number(),
+  kid: z.string(),
+  version: z.string().nullable(),
+  address: z.string().nullable(),
+});
+export type AgentInfo = z.infer<typeof AgentInfo>;
+
+/** A reply as relayed to operators: the agent's frame plus the agent id. */
+export type RelayedReply = (Output | Log | SetTag) & { agent: string };
+
+/** First event of a run stream. */
+export interface DispatchedEvent {
+  type: "dispatched";
+  id: string;
+  target: string;
+  /** Agents the command was sent to. */
+  agents: string[];
+}
+
+/** How one agent's part of a run ended. */
+export const AgentOutcome = z.object({
+  status: z.enum(["ok", "error", "timeout", "not_connected"]),
+  error: ErrorInfoSchema.nullable(),
+  exitCode: z.number().int().nullable().optional(),
+  durationMs: z.number().optional(),
+});
+export type AgentOutcome = z.infer<typeof AgentOutcome>;
+
+/** Last event of a run stream. */
+export interface SummaryEvent {
+  type: "summary";
+  id: string;
+  agents: Record<string, AgentOutcome>;
+}
+
+/** Any line of a run stream. */
+export type RunEvent = DispatchedEvent | RelayedReply | SummaryEvent;
+
+/** One audit record as served by `GET /v1/audit`. */
+export interface AuditRecord {
+  seq: number;
+  ts: number;
+  actor: string;
+  action: string;
+  target: string | null;
+  key: string | null;
+  argsDigest: string | null;
+  outcome: "ok" | "denied" | "error";
+  reason: string | null;
+}
+
+/** HTTP status for an error code, used by the server edge and nowhere else. */
+export function httpStatusFor(code: string): number {
+  switch (code) {
+    case "usage":
+    case "bad_json":
+    case "invalid_message":
+    case "invalid_args":
+    case "unknown_type":
+      return 400;
+    case "unauthorized":
+      return 401;
+    case "forbidden":
+      return 403;
+    case "not_found":
+      return 404;
+    case "frame_too_large":
+      return 413;
+    case "not_connected":
+      return 409;
+    case "timeout":
+      return 504;
+    default:
+      return 500;
+  }
+}
