@@ -1,0 +1,108 @@
+/**
+ * A small client for the operator HTTP API (see shared/protocol/operator.ts), used by
+ * `jw client` and `jw demo`.
+ *
+ * @module
+ */
+import { JwError } from "../shared/errors.ts";
+import type { AgentInfo, AuditRecord, RelayedReply, RunEvent, RunRequest } from "../shared/protocol/operator.ts";
+
+/** Where and as whom to connect. */
+export interface ApiOptions {
+  /** Server base URL, e.g. http://127.0.0.1:7400. */
+  server: string;
+  user: string;
+  password?: string;
+}
+
+/** Filters for the live stream. */
+export interface StreamFilter {
+  agent?: string;
+  /** "NAME=VALUE". */
+  tag?: string;
+  /** An envelope id. */
+  id?: string;
+}
+
+/** Operator API calls. Stateless; safe to share. */
+export class ApiClient {
+  readonly #base: string;
+  readonly #auth: string;
+
+  constructor(options: ApiOptions) {
+    this.#base = options.server.replace(/^ws/, "http").replace(/\/+$/, "");
+    this.#auth = "Basic " + btoa(`${options.user}:${options.password ?? ""}`);
+  }
+
+  /** `GET /v1/agents`. */
+  async agents(): Promise<AgentInfo[]> {
+    const res = await this.#fetch("/v1/agents");
+    return (await res.json()).agents;
+  }
+
+  /** `GET /v1/audit`. */
+  async audit(query: { limit?: number; action?: string } = {}): Promise<AuditRecord[]> {
+    const qs = new URLSearchParams();
+    if (query.limit !== undefined) qs.set("limit", String(query.limit));
+    if (query.action) qs.set("action", query.action);
+    const res = await this.#fetch(`/v1/audit?${qs}`);
+    return (await res.json()).entries;
+  }
+
+  /** `POST /v1/run`: yields the dispatched event, each reply, then the summary. */
+  async *run(request: RunRequest, signal?: AbortSignal): AsyncGenerator<RunEvent> {
+    const res = await this.#fetch("/v1/run", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(request),
+      signal,
+    });
+    yield* ndjson<RunEvent>(res);
+  }
+
+  /** `GET /v1/stream`: yields live replies until the server ends or `signal` aborts. */
+  async *stream(filter: StreamFilter = {}, signal?: AbortSignal): AsyncGenerator<RelayedReply> {
+    const qs = new URLSearchParams(Object.entries(filter).filter(([, v]) => v !== undefined));
+    const res = await this.#fetch(`/v1/stream?${qs}`, { signal });
+    yield* ndjson<RelayedReply>(res);
+  }
+
+  async #fetch(path: string, init: RequestInit = {}): Promise<Response> {
+    let res: Response;
+    try {
+      res = await fetch(this.#base + path, {
+        ...init,
+        headers: { ...init.headers as Record<string, string>, authorization: this.#auth },
+      });
+    } catch (err) {
+      if (init.signal?.aborted) throw err;
+      throw new JwError("not_connected", `cannot reach ${this.#base}: ${(err as Error).message}`, { cause: err });
+    }
+    if (res.ok) return res;
+    let body: { error?: { code?: string; message?: string } } = {};
+    try {
+      body = await res.json();
+    } catch {
+      // not JSON: fall through to the status line
+    }
+    const code = (body.error?.code ?? (res.status === 401 ? "unauthorized" : "internal")) as JwError["code"];
+    throw new JwError(code, body.error?.message ?? `${res.status} ${res.statusText}`);
+  }
+}
+
+/** Reads a newline-delimited JSON body, one value per line. */
+export async function* ndjson<T>(res: Response): AsyncGenerator<T> {
+  if (!res.body) return;
+  const decoder = new TextDecoder();
+  let buffered = "";
+  for await (const chunk of res.body) {
+    buffered += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, nl).trim();
+      buffered = buffered.slice(nl + 1);
+      if (line) yield JSON.parse(line) as T;
+    }
+  }
+  if (buffered.trim()) yield JSON.parse(buffered) as T;
+}

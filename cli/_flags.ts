@@ -1,0 +1,102 @@
+/**
+ * Flag parsing shared by the subcommands: `node:util` parseArgs in strict mode, with its
+ * errors turned into `usage` errors, plus helpers for config files and signals.
+ *
+ * @module
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { JwError } from "../shared/errors.ts";
+import { parseConfigText } from "../shared/config/load.ts";
+
+/** Option definitions as parseArgs takes them. */
+export type Options = NonNullable<ParseArgsConfig["options"]>;
+
+/** Parsed flags and positionals. */
+export interface Parsed {
+  values: Record<string, string | boolean | (string | boolean)[] | undefined>;
+  positionals: string[];
+}
+
+/**
+ * Parses `argv` strictly against `options` (`--help`/`-h` is always accepted).
+ * @throws JwError `usage` naming the bad flag.
+ */
+export function parseFlags(argv: string[], options: Options, allowPositionals = true): Parsed {
+  try {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      strict: true,
+      allowPositionals,
+    });
+    return { values: values as Parsed["values"], positionals };
+  } catch (err) {
+    throw new JwError("usage", (err as Error).message.replace(/\. To specify a positional.*$/s, ""), {
+      cause: err,
+    });
+  }
+}
+
+/** A string flag's value, or undefined. */
+export function str(p: Parsed, name: string): string | undefined {
+  const v = p.values[name];
+  return typeof v === "string" ? v : undefined;
+}
+
+/** A repeatable string flag's values. */
+export function list(p: Parsed, name: string): string[] | undefined {
+  const v = p.values[name];
+  if (v === undefined) return undefined;
+  return (Array.isArray(v) ? v : [v]).map(String);
+}
+
+/**
+ * Turns repeated `k=v` flags into an object.
+ * @throws JwError `usage` for an item without `=`.
+ */
+export function keyValues(items: string[] | undefined, flag: string): Record<string, string> | undefined {
+  if (!items) return undefined;
+  const out: Record<string, string> = {};
+  for (const item of items) {
+    const eq = item.indexOf("=");
+    if (eq < 1) throw new JwError("usage", `--${flag} expects KEY=VALUE, got "${item}"`);
+    out[item.slice(0, eq)] = item.slice(eq + 1);
+  }
+  return out;
+}
+
+/**
+ * Reads and parses the config file named by `--config` or `JW_CONFIG`, if any.
+ * @throws JwError `config` when the file cannot be read or parsed.
+ */
+export async function readConfigFile(p: Parsed): Promise<{ file?: unknown; fileName?: string }> {
+  const fileName = str(p, "config") ?? Deno.env.get("JW_CONFIG");
+  if (!fileName) return {};
+  let text: string;
+  try {
+    text = await Deno.readTextFile(fileName);
+  } catch (err) {
+    throw new JwError("config", `cannot read config file ${fileName}: ${(err as Error).message}`, { cause: err });
+  }
+  return { file: parseConfigText(text, fileName), fileName };
+}
+
+/** The environment as a plain object (JW_* lookups). */
+export function environment(): Record<string, string> {
+  return Deno.env.toObject();
+}
+
+/**
+ * Resolves on the first SIGINT or SIGTERM; a second one exits the process at once with 130.
+ */
+export function waitForShutdownSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    let seen = false;
+    const handler = (sig: Deno.Signal) => () => {
+      if (seen) Deno.exit(130);
+      seen = true;
+      resolve(sig);
+    };
+    for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, handler(sig));
+  });
+}

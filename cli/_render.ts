@@ -1,0 +1,75 @@
+/**
+ * Human-readable rendering of replies, run summaries and agent lists.
+ *
+ * @module
+ */
+import type { AgentInfo, AgentOutcome, RelayedReply, SummaryEvent } from "../shared/protocol/operator.ts";
+import { formatDuration } from "../shared/units.ts";
+
+/** One line (or none) for a reply, as `jw client run` and `tail` print it. */
+export function renderReply(r: RelayedReply): string | undefined {
+  const who = `[${r.agent}]`;
+  switch (r.type) {
+    case "output": {
+      const lines: string[] = [];
+      if (r.text !== undefined) lines.push(`${who} ${(r.stream ?? "out").padEnd(6)} ${r.text}`);
+      if (r.data !== undefined) lines.push(`${who} data   ${JSON.stringify(r.data)}`);
+      if (r.done) {
+        const took = r.durationMs !== undefined ? ` in ${formatDuration(r.durationMs)}` : "";
+        const exit = r.exitCode !== undefined ? ` exit ${r.exitCode ?? "-"}` : "";
+        lines.push(
+          r.error
+            ? `${who} failed ${r.error.code}: ${r.error.message}${exit}${took} (job ${r.job.id})`
+            : `${who} done  ${exit}${took} (job ${r.job.id})`.replace("done   ", "done  "),
+        );
+      }
+      return lines.length ? lines.join("\n") : undefined;
+    }
+    case "log":
+      return `${who} ${r.level.padEnd(6)} ${r.message}${r.fields ? " " + JSON.stringify(r.fields) : ""}`;
+    case "setTag":
+      return `${who} tags   ${
+        Object.entries(r.tags).map(([k, v]) => (v === null ? `-${k}` : `${k}=${v}`)).join(" ")
+      }`;
+  }
+}
+
+/** True when an agent's part of a run counts as success: no error and exit code 0 (or none). */
+export function succeeded(o: AgentOutcome): boolean {
+  return o.status === "ok" && (o.exitCode === undefined || o.exitCode === null || o.exitCode === 0);
+}
+
+/** Lines describing agents that did not finish cleanly and did not say so in a reply. */
+export function renderSummary(s: SummaryEvent): string[] {
+  const out: string[] = [];
+  const entries = Object.entries(s.agents);
+  for (const [agent, o] of entries) {
+    if (o.status === "timeout" || o.status === "not_connected" || (o.status === "error" && o.error?.code === "closed")) {
+      out.push(`[${agent}] ${o.status}: ${o.error?.message ?? "no answer before the timeout"}`);
+    }
+  }
+  const ok = entries.filter(([, o]) => succeeded(o)).length;
+  out.push(`${entries.length} agent${entries.length === 1 ? "" : "s"}: ${ok} ok, ${entries.length - ok} failed`);
+  return out;
+}
+
+function ago(ts: number | null, now: number): string {
+  if (ts === null) return "never";
+  return `${formatDuration(Math.max(0, now - ts))} ago`;
+}
+
+/** A table of agents. */
+export function renderAgents(agents: AgentInfo[], now = Date.now()): string {
+  const rows = [["ID", "CONNECTED", "SERVER", "LAST SEEN", "TAGS"]];
+  for (const a of agents) {
+    rows.push([
+      a.id,
+      a.connected ? "yes" : "no",
+      a.server ?? "-",
+      a.connected ? "now" : ago(a.lastSeen, now),
+      Object.entries(a.tags).map(([k, v]) => `${k}=${v}`).join(",") || "-",
+    ]);
+  }
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  ")).join("\n");
+}

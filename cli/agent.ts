@@ -1,0 +1,64 @@
+/**
+ * `jw agent` — run an agent.
+ *
+ * @module
+ */
+import { loadConfig } from "../shared/config/load.ts";
+import { AgentConfig, agentEnv } from "../shared/config/agent.ts";
+import { startAgent } from "../agent/mod.ts";
+import { environment, keyValues, list, parseFlags, readConfigFile, str, waitForShutdownSignal } from "./_flags.ts";
+
+const USAGE = `Usage: jw agent --id ID --server URL [options]
+
+Runs an agent: keeps one WebSocket to its server and runs the commands it is sent.
+On first start it creates an Ed25519 key pair in the data dir (agent.key, mode 0600).
+
+Options (each also settable in the config file, or as JW_* in the environment):
+  --config FILE        YAML or JSON config file                   (JW_CONFIG)
+  --id ID              agent id, unique in the fleet (required)   (JW_ID)
+  --server URL         any server of the cluster (required)       (JW_SERVER)
+  --data DIR           data directory, default ./jw-data/agent     (JW_DATA)
+  --allow-run PATH     absolute path of a program exec.run may start;
+                       repeatable; nothing is allowed by default   (JW_ALLOW_RUN, comma-separated)
+  --tag NAME=VALUE     initial tag, repeatable                     (JW_TAGS, a JSON object)
+  --log-level LEVEL    error|warn|info|debug, default info          (JW_LOG_LEVEL)
+
+SIGINT or SIGTERM stops it cleanly.`;
+
+const OPTIONS = {
+  config: { type: "string" },
+  id: { type: "string" },
+  server: { type: "string" },
+  data: { type: "string" },
+  "allow-run": { type: "string", multiple: true },
+  tag: { type: "string", multiple: true },
+  "log-level": { type: "string" },
+} as const;
+
+/** Entry point of `jw agent`. */
+export async function agentCommand(argv: string[]): Promise<number> {
+  const p = parseFlags(argv, OPTIONS, false);
+  if (p.values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const config = loadConfig(AgentConfig, {
+    ...(await readConfigFile(p)),
+    env: environment(),
+    envMap: agentEnv,
+    flags: {
+      id: str(p, "id"),
+      server: str(p, "server"),
+      data: str(p, "data"),
+      allowRun: list(p, "allow-run"),
+      tags: keyValues(list(p, "tag"), "tag"),
+      logLevel: str(p, "log-level"),
+    },
+  });
+  const agent = await startAgent(config);
+  console.log(`jw agent ${agent.id} started (key ${agent.kid}), server ${config.server}`);
+  const signal = await waitForShutdownSignal();
+  console.error(`jw agent: ${signal}, shutting down`);
+  await agent.close();
+  return 0;
+}

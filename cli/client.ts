@@ -1,0 +1,238 @@
+/**
+ * `jw client` — the operator's command line: list agents, run commands, follow output,
+ * read the audit log.
+ *
+ * @module
+ */
+import { JwError } from "../shared/errors.ts";
+import { loadConfig } from "../shared/config/load.ts";
+import { ClientConfig, clientEnv } from "../shared/config/client.ts";
+import { JobSpec } from "../shared/protocol/agent.ts";
+import { describeIssues } from "../shared/protocol/codec.ts";
+import { parseTarget } from "../shared/protocol/operator.ts";
+import { parseDuration } from "../shared/units.ts";
+import { ApiClient } from "./_api.ts";
+import { renderAgents, renderReply, renderSummary, succeeded } from "./_render.ts";
+import { environment, keyValues, list, type Parsed, parseFlags, readConfigFile, str } from "./_flags.ts";
+
+const USAGE = `Usage: jw client [connection options] <command> [options]
+
+Commands:
+  agents                          list agents: id, connected, server, last seen, tags
+  run TARGET KEY [ARGS_JSON]      run a command and stream the replies
+  tail                            follow live output of all agents
+  audit                           show the server's audit log, newest first
+
+TARGET: agent:ID | tag:NAME=VALUE | all
+KEY:    a command key such as exec.run or tags.set
+ARGS_JSON: the command's arguments as a JSON object, e.g. '{"cmd":"/bin/echo","args":["hi"]}'
+
+Connection options (also in the config file or JW_* variables):
+  --server URL        server URL, default http://127.0.0.1:7400   (JW_SERVER)
+  --user NAME         operator name, default admin                 (JW_USER)
+  --password PASS     password; prefer JW_PASSWORD (flags show in ps)
+  --config FILE       YAML or JSON config file                     (JW_CONFIG)
+  --json              machine output: agents as one JSON array; run and tail as one
+                      JSON object per line
+
+run options:
+  --id JOBID          job id (default: the agent makes one up)
+  --meta KEY=VALUE    metadata copied onto every reply; repeatable
+  --meta-json JSON    metadata as a JSON object (merged under --meta)
+  --timeout DUR       how long to wait for every agent, default 30s
+
+tail options:
+  --agent ID          only this agent
+  --tag NAME=VALUE    only agents with this tag
+
+audit options:
+  --limit N           entries to show, default 50
+  --action ACTION     only this action, e.g. handshake.failed
+
+Exit codes (run): 0 every targeted agent finished without error and with exit code 0;
+1 any agent reported an error or a non-zero exit, did not answer in time, or none matched;
+2 usage error.`;
+
+const OPTIONS = {
+  server: { type: "string" },
+  user: { type: "string" },
+  password: { type: "string" },
+  config: { type: "string" },
+  json: { type: "boolean" },
+  id: { type: "string" },
+  meta: { type: "string", multiple: true },
+  "meta-json": { type: "string" },
+  timeout: { type: "string" },
+  agent: { type: "string" },
+  tag: { type: "string" },
+  limit: { type: "string" },
+  action: { type: "string" },
+} as const;
+
+const PER_COMMAND: Record<string, string[]> = {
+  agents: [],
+  run: ["id", "meta", "meta-json", "timeout"],
+  tail: ["agent", "tag"],
+  audit: ["limit", "action"],
+};
+const CONNECTION = ["server", "user", "password", "config", "json", "help"];
+
+/** Entry point of `jw client`. */
+export async function clientCommand(argv: string[]): Promise<number> {
+  const p = parseFlags(argv, OPTIONS);
+  const [sub, ...args] = p.positionals;
+  if (p.values.help || sub === "help") {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!sub) throw new JwError("usage", "missing command: agents, run, tail or audit");
+  const allowed = PER_COMMAND[sub];
+  if (!allowed) throw new JwError("usage", `unknown client command "${sub}": use agents, run, tail or audit`);
+  for (const [flag, value] of Object.entries(p.values)) {
+    if (value !== undefined && !CONNECTION.includes(flag) && !allowed.includes(flag)) {
+      throw new JwError("usage", `--${flag} does not apply to "client ${sub}"`);
+    }
+  }
+  const config = loadConfig(ClientConfig, {
+    ...(await readConfigFile(p)),
+    env: environment(),
+    envMap: clientEnv,
+    flags: { server: str(p, "server"), user: str(p, "user"), password: str(p, "password") },
+  });
+  const api = new ApiClient(config);
+  const json = p.values.json === true;
+  switch (sub) {
+    case "agents":
+      return await agentsCommand(api, args, json);
+    case "run":
+      return await runCommand(api, p, args, json);
+    case "tail":
+      return await tailCommand(api, p, args, json);
+    default:
+      return await auditCommand(api, p, args, json);
+  }
+}
+
+function noArgs(command: string, args: string[]): void {
+  if (args.length) throw new JwError("usage", `"client ${command}" takes no arguments, got "${args.join(" ")}"`);
+}
+
+async function agentsCommand(api: ApiClient, args: string[], json: boolean): Promise<number> {
+  noArgs("agents", args);
+  const agents = await api.agents();
+  console.log(json ? JSON.stringify(agents) : agents.length ? renderAgents(agents) : "no agents yet");
+  return 0;
+}
+
+/** Parses `run`'s positionals and flags into a request body. */
+export function buildRunRequest(p: Parsed, args: string[]) {
+  if (args.length < 2 || args.length > 3) {
+    throw new JwError("usage", "run needs TARGET KEY [ARGS_JSON], e.g. run all exec.run '{\"cmd\":\"/bin/echo\"}'");
+  }
+  const [target, key, argsJson] = args;
+  parseTarget(target);
+  let jobArgs: unknown = {};
+  if (argsJson !== undefined) {
+    try {
+      jobArgs = JSON.parse(argsJson);
+    } catch (err) {
+      throw new JwError("usage", `ARGS_JSON is not valid JSON: ${(err as Error).message}`);
+    }
+    if (!jobArgs || typeof jobArgs !== "object" || Array.isArray(jobArgs)) {
+      throw new JwError("usage", "ARGS_JSON must be a JSON object");
+    }
+  }
+  let meta: Record<string, unknown> | undefined;
+  const metaJson = str(p, "meta-json");
+  if (metaJson !== undefined) {
+    try {
+      meta = JSON.parse(metaJson);
+    } catch (err) {
+      throw new JwError("usage", `--meta-json is not valid JSON: ${(err as Error).message}`);
+    }
+    if (!meta || typeof meta !== "object" || Array.isArray(meta)) throw new JwError("usage", "--meta-json must be a JSON object");
+  }
+  const pairs = keyValues(list(p, "meta"), "meta");
+  if (pairs) meta = { ...meta, ...pairs };
+  const timeoutText = str(p, "timeout") ?? "30s";
+  const timeoutMs = parseDuration(timeoutText);
+  if (!timeoutMs || timeoutMs <= 0) throw new JwError("usage", `--timeout expects a duration like "30s", got "${timeoutText}"`);
+  const job = JobSpec.safeParse({ id: str(p, "id"), key, args: jobArgs });
+  if (!job.success) throw new JwError("usage", `bad job: ${describeIssues(job.error)}`);
+  return { target, job: job.data, meta, timeoutMs };
+}
+
+async function runCommand(api: ApiClient, p: Parsed, args: string[], json: boolean): Promise<number> {
+  const request = buildRunRequest(p, args);
+  const abort = new AbortController();
+  // The server ends the stream at the timeout; this is a backstop for a silent server.
+  const backstop = setTimeout(() => abort.abort(new JwError("timeout", "server did not finish the run")), request.timeoutMs + 15_000);
+  try {
+    for await (const event of api.run(request, abort.signal)) {
+      if (event.type === "dispatched") {
+        if (!json) console.error(`sent ${request.job.key} to ${event.agents.length} agent(s) as ${event.id}`);
+        continue;
+      }
+      if (event.type === "summary") {
+        const outcomes = Object.values(event.agents);
+        if (outcomes.length === 0) {
+          console.error(`no agent matched ${request.target}`);
+          return 1;
+        }
+        // In --json mode stdout carries only replies; the summary goes to stderr.
+        for (const line of renderSummary(event)) (json ? console.error : console.log)(line);
+        return outcomes.every(succeeded) ? 0 : 1;
+      }
+      if (json) console.log(JSON.stringify(event));
+      else {
+        const line = renderReply(event);
+        if (line) console.log(line);
+      }
+    }
+    throw new JwError("closed", "the server ended the run without a summary");
+  } finally {
+    clearTimeout(backstop);
+  }
+}
+
+async function tailCommand(api: ApiClient, p: Parsed, args: string[], json: boolean): Promise<number> {
+  noArgs("tail", args);
+  const tag = str(p, "tag");
+  if (tag !== undefined && !/^[^=]+=/.test(tag)) throw new JwError("usage", `--tag expects NAME=VALUE, got "${tag}"`);
+  const abort = new AbortController();
+  const stop = () => abort.abort();
+  Deno.addSignalListener("SIGINT", stop);
+  try {
+    for await (const reply of api.stream({ agent: str(p, "agent"), tag }, abort.signal)) {
+      if (json) console.log(JSON.stringify(reply));
+      else {
+        const line = renderReply(reply);
+        if (line) console.log(line);
+      }
+    }
+  } catch (err) {
+    if (!abort.signal.aborted) throw err;
+  } finally {
+    Deno.removeSignalListener("SIGINT", stop);
+  }
+  return 0;
+}
+
+async function auditCommand(api: ApiClient, p: Parsed, args: string[], json: boolean): Promise<number> {
+  noArgs("audit", args);
+  const limit = Number(str(p, "limit") ?? "50");
+  if (!Number.isInteger(limit) || limit < 1) throw new JwError("usage", `--limit expects a positive integer`);
+  const entries = await api.audit({ limit, action: str(p, "action") });
+  if (json) {
+    console.log(JSON.stringify(entries));
+    return 0;
+  }
+  for (const e of entries) {
+    const parts = [new Date(e.ts).toISOString(), e.outcome.padEnd(6), e.action, e.actor];
+    if (e.target) parts.push(`target=${e.target}`);
+    if (e.key) parts.push(`key=${e.key}`);
+    if (e.reason) parts.push(`reason=${JSON.stringify(e.reason)}`);
+    console.log(parts.join("  "));
+  }
+  return 0;
+}

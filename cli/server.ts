@@ -1,0 +1,93 @@
+/**
+ * `jw server` — run a server; `jw server hash-password` — make a bcrypt hash for
+ * `auth.users` in the server config.
+ *
+ * @module
+ */
+import bcrypt from "bcryptjs";
+import { JwError } from "../shared/errors.ts";
+import { loadConfig } from "../shared/config/load.ts";
+import { ServerConfig, serverEnv } from "../shared/config/server.ts";
+import { startServer } from "../server/mod.ts";
+import { environment, parseFlags, readConfigFile, str, waitForShutdownSignal } from "./_flags.ts";
+
+const USAGE = `Usage: jw server [options]
+       jw server hash-password [--cost N] < password
+
+Runs a server: agent WebSockets at /v1/agent, the operator API under /v1/.
+
+Options (each also settable in the config file, or as JW_* in the environment):
+  --config FILE      YAML or JSON config file                 (JW_CONFIG)
+  --id ID            server id; default: generated once, kept in the data dir (JW_ID)
+  --http HOST:PORT   listen address, default 127.0.0.1:7400; port 0 = any free (JW_HTTP)
+  --public-url URL   URL agents and operators use to reach it (JW_PUBLIC_URL)
+  --data DIR         data directory, default ./jw-data/server  (JW_DATA)
+  --log-level LEVEL  error|warn|info|debug, default info       (JW_LOG_LEVEL)
+
+Operators log in with HTTP basic against auth.users in the config file:
+  auth:
+    users:
+      - name: admin
+        bcrypt: "$2b$10$..."     # from: jw server hash-password
+
+On start it prints "jw server ID listening on URL" on stdout.
+SIGINT or SIGTERM shuts it down cleanly.`;
+
+const OPTIONS = {
+  config: { type: "string" },
+  id: { type: "string" },
+  http: { type: "string" },
+  "public-url": { type: "string" },
+  data: { type: "string" },
+  "log-level": { type: "string" },
+} as const;
+
+/** Entry point of `jw server`. */
+export async function serverCommand(argv: string[]): Promise<number> {
+  if (argv[0] === "hash-password") return await hashPassword(argv.slice(1));
+  const p = parseFlags(argv, OPTIONS, false);
+  if (p.values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const config = loadConfig(ServerConfig, {
+    ...(await readConfigFile(p)),
+    env: environment(),
+    envMap: serverEnv,
+    flags: {
+      id: str(p, "id"),
+      http: str(p, "http"),
+      publicUrl: str(p, "public-url"),
+      data: str(p, "data"),
+      logLevel: str(p, "log-level"),
+    },
+  });
+  const server = await startServer(config);
+  console.log(`jw server ${server.id} listening on ${server.url}`);
+  if (config.auth.users.length === 0) {
+    console.error("jw server: warning: no operator users configured (auth.users); the /v1/ API will refuse every login");
+  }
+  const signal = await waitForShutdownSignal();
+  console.error(`jw server: ${signal}, shutting down`);
+  await server.close();
+  return 0;
+}
+
+async function hashPassword(argv: string[]): Promise<number> {
+  const p = parseFlags(argv, { cost: { type: "string" } }, false);
+  if (p.values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  const cost = Number(str(p, "cost") ?? "10");
+  if (!Number.isInteger(cost) || cost < 4 || cost > 15) {
+    throw new JwError("usage", `--cost must be an integer from 4 to 15, got "${str(p, "cost")}"`);
+  }
+  const password = (await new Response(Deno.stdin.readable).text()).replace(/\r?\n$/, "");
+  if (password.length === 0) throw new JwError("usage", "no password on stdin (try: echo -n secret | jw server hash-password)");
+  if (new TextEncoder().encode(password).length > 72) {
+    throw new JwError("usage", "password is longer than 72 bytes, which bcrypt cannot use in full");
+  }
+  console.log(await bcrypt.hash(password, cost));
+  return 0;
+}
