@@ -1,0 +1,125 @@
+/**
+ * The persisted side of agents: the `agents` table (see server/db.ts). Pins keys for the
+ * handshake ({@link KeyStore}) and remembers tags, version, address, last server and
+ * last-seen time across restarts.
+ *
+ * @module
+ */
+import type { DatabaseSync } from "../../shared/db/mod.ts";
+import type { Clock } from "../../shared/clock.ts";
+import type { PublicJwk } from "../../shared/protocol/mod.ts";
+import type { KeyStore } from "./handshake.ts";
+
+/** Tag name → value. */
+export type TagMap = Record<string, string>;
+
+/** One row of the `agents` table. */
+export interface AgentRecord {
+  id: string;
+  publicKey: PublicJwk;
+  kid: string;
+  firstSeen: number;
+  lastSeen: number | null;
+  tags: TagMap;
+  version: string | null;
+  address: string | null;
+  /** The server the agent was last connected to. */
+  server: string | null;
+}
+
+/** What is known about an agent when it connects. */
+export interface ConnectInfo {
+  version: string;
+  address: string;
+  server: string;
+  tags: TagMap;
+  /** Epoch ms. */
+  at: number;
+}
+
+/**
+ * Reads and writes the `agents` table. Synchronous (node:sqlite); every method is one
+ * statement, so calls from concurrent handlers never see half a write. Writes for an id
+ * with no row (never pinned) do nothing.
+ */
+export interface AgentStore extends KeyStore {
+  /** The row for `id`, if any. */
+  get(id: string): AgentRecord | undefined;
+  /** Every row, by id. */
+  all(): AgentRecord[];
+  /** Records a new connection's details. */
+  saveConnect(id: string, info: ConnectInfo): void;
+  /** Replaces the persisted tags. */
+  saveTags(id: string, tags: TagMap): void;
+  /** Records the last time the agent was heard from. */
+  saveLastSeen(id: string, at: number): void;
+}
+
+interface Row {
+  id: string;
+  public_key: string;
+  kid: string;
+  first_seen: number;
+  last_seen: number | null;
+  tags: string;
+  version: string | null;
+  address: string | null;
+  server: string | null;
+}
+
+function toRecord(row: Row): AgentRecord {
+  return {
+    id: row.id,
+    publicKey: JSON.parse(row.public_key),
+    kid: row.kid,
+    firstSeen: row.first_seen,
+    lastSeen: row.last_seen,
+    tags: JSON.parse(row.tags),
+    version: row.version,
+    address: row.address,
+    server: row.server,
+  };
+}
+
+/** Creates an {@link AgentStore} over a database migrated with `serverMigrations`. */
+export function createAgentStore(db: DatabaseSync, clock: Clock): AgentStore {
+  const select = db.prepare("SELECT * FROM agents WHERE id = ?");
+  const selectAll = db.prepare("SELECT * FROM agents ORDER BY id");
+  const insert = db.prepare(
+    "INSERT OR IGNORE INTO agents (id, public_key, kid, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)",
+  );
+  const updateConnect = db.prepare(
+    "UPDATE agents SET version = ?, address = ?, server = ?, tags = ?, last_seen = ? WHERE id = ?",
+  );
+  const updateTags = db.prepare("UPDATE agents SET tags = ? WHERE id = ?");
+  const updateLastSeen = db.prepare("UPDATE agents SET last_seen = ? WHERE id = ?");
+  const get = (id: string) => {
+    const row = select.get(id) as Row | undefined;
+    return row ? toRecord(row) : undefined;
+  };
+  return {
+    get,
+    all: () => (selectAll.all() as unknown as Row[]).map(toRecord),
+    pinnedKey: (id) => get(id)?.publicKey,
+    pin: (id, key, kid) => {
+      const now = clock.now();
+      insert.run(id, JSON.stringify({ kty: key.kty, crv: key.crv, x: key.x }), kid, now, now);
+    },
+    saveConnect: (id, info) => {
+      updateConnect.run(
+        info.version,
+        info.address,
+        info.server,
+        JSON.stringify(info.tags),
+        info.at,
+        id,
+      );
+    },
+    saveTags: (id, tags) => {
+      updateTags.run(JSON.stringify(tags), id);
+    },
+    saveLastSeen: (id, at) => {
+      updateLastSeen.run(at, id);
+    },
+  };
+}

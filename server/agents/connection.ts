@@ -1,0 +1,417 @@
+/**
+ * One agent WebSocket's state machine, independent of the socket implementation:
+ * awaiting `hello` → awaiting `response` → ready → closed.
+ *
+ * - Every incoming frame is decoded against the agent→server schemas with the configured
+ *   size limit.
+ * - During the handshake, any failure sends an `error` frame, closes with
+ *   {@link CLOSE_HANDSHAKE_FAILED} and a reason naming the code, and is audited as
+ *   `handshake.failed`. The handshake must finish within the configured timeout.
+ * - Once ready, a bad frame gets an `error` frame and a `frame.rejected` audit record, and
+ *   the connection stays open. `alive` marks the agent seen; `setTag` changes its tags;
+ *   `output`, `log` and `setTag` are relayed to the reply bus with `agent` added.
+ *
+ * @module
+ */
+import type { Clock, TimerId } from "../../shared/clock.ts";
+import type { AuditLog } from "../../shared/db/mod.ts";
+import { type ErrorInfo, JwError, toJwError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { silentLogger } from "../../shared/log.ts";
+import { type Random, randomId } from "../../shared/random.ts";
+import {
+  type AgentFrame,
+  agentToServer,
+  decodeFrame,
+  encodeFrame,
+  type ErrorFrame,
+  type ServerFrame,
+} from "../../shared/protocol/mod.ts";
+import type { ReplyBus } from "../delegate/bus.ts";
+import type { Handshake, IssuedChallenge } from "./handshake.ts";
+import type { LiveAgent, Registry } from "./registry.ts";
+
+/** Close code for a failed or timed-out handshake. */
+export const CLOSE_HANDSHAKE_FAILED = 4001;
+/** Close code when the server shuts down ("going away"). */
+export const CLOSE_GOING_AWAY = 1001;
+/** Longest close reason sent, in UTF-8 bytes (WebSocket allows 123). */
+export const MAX_CLOSE_REASON_BYTES = 120;
+/** Frames an agent may have waiting while the handshake is in flight. */
+const MAX_QUEUED_FRAMES = 64;
+
+/** The transport under a connection: a text-frame socket. */
+export interface AgentSocket {
+  /** Sends one text frame. May throw when the socket is closed. */
+  send(text: string): void;
+  /** Starts closing the socket. May throw when it is already closed. */
+  close(code: number, reason: string): void;
+}
+
+/** Where a connection is in its life. */
+export type ConnectionState = "hello" | "response" | "ready" | "closed";
+
+/** Limits a connection enforces, from `ServerConfig.agents`. */
+export interface ConnectionLimits {
+  /** Largest accepted frame, bytes. */
+  maxFrameBytes: number;
+  /** Time allowed from connect to `welcome`, ms. */
+  handshakeTimeoutMs: number;
+  /** Heartbeat interval asked of the agent, ms. */
+  heartbeatMs: number;
+}
+
+/** Shared collaborators of every connection. */
+export interface ConnectionDeps {
+  serverId: string;
+  limits: ConnectionLimits;
+  handshake: Handshake;
+  registry: Registry;
+  bus: ReplyBus;
+  audit: AuditLog;
+  clock: Clock;
+  random: Random;
+  logger?: Logger;
+}
+
+/**
+ * One agent connection. The socket adapter calls {@link AgentConnection.receive} for every
+ * message and {@link AgentConnection.closed} once when the socket closes. Never throws:
+ * any failure is contained to this connection.
+ */
+export interface AgentConnection {
+  /** Peer address. */
+  readonly address: string;
+  readonly state: ConnectionState;
+  /** The authenticated agent id once ready. */
+  readonly agentId: string | undefined;
+  /**
+   * Handles one incoming message (text, or binary decoded as UTF-8). Messages are handled
+   * in arrival order; the promise settles when this one has been handled.
+   */
+  receive(data: string | ArrayBuffer | Uint8Array): Promise<void>;
+  /** The socket closed (by either side). Idempotent. */
+  closed(code?: number, reason?: string): void;
+  /** Closes the socket from the server side. Idempotent. */
+  close(code: number, reason: string): void;
+}
+
+/** `reason` truncated to {@link MAX_CLOSE_REASON_BYTES} UTF-8 bytes on a character boundary. */
+export function closeReason(reason: string): string {
+  const encoder = new TextEncoder();
+  if (encoder.encode(reason).length <= MAX_CLOSE_REASON_BYTES) return reason;
+  let out = "";
+  let bytes = 0;
+  for (const ch of reason) {
+    const n = encoder.encode(ch).length;
+    if (bytes + n > MAX_CLOSE_REASON_BYTES) break;
+    out += ch;
+    bytes += n;
+  }
+  return out;
+}
+
+class Connection implements AgentConnection {
+  readonly address: string;
+  readonly #socket: AgentSocket;
+  readonly #deps: ConnectionDeps;
+  readonly #logger: Logger;
+  #state: ConnectionState = "hello";
+  #tail: Promise<void> = Promise.resolve();
+  /** Messages waiting behind an async (handshake) step. */
+  #queued = 0;
+  #done = false;
+  #timer: TimerId | undefined;
+  #challenge: IssuedChallenge | undefined;
+  #version = "";
+  #helloTags: Record<string, string> = {};
+  #agent: LiveAgent | undefined;
+
+  readonly #onClosed?: (connection: AgentConnection) => void;
+
+  constructor(
+    socket: AgentSocket,
+    address: string,
+    deps: ConnectionDeps,
+    onClosed?: (connection: AgentConnection) => void,
+  ) {
+    this.address = address;
+    this.#onClosed = onClosed;
+    this.#socket = socket;
+    this.#deps = deps;
+    this.#logger = deps.logger ?? silentLogger;
+    this.#timer = deps.clock.setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#state === "hello" || this.#state === "response") {
+        this.#failHandshake(
+          new JwError("timeout", "handshake did not finish in time"),
+          undefined,
+          "timeout",
+        );
+      }
+    }, deps.limits.handshakeTimeoutMs);
+  }
+
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  get agentId(): string | undefined {
+    return this.#agent?.id;
+  }
+
+  receive(data: string | ArrayBuffer | Uint8Array): Promise<void> {
+    // Fast path: once ready, frames are handled synchronously when nothing is queued.
+    if (this.#state === "ready" && this.#queued === 0) {
+      this.#onReadySafely(data);
+      return Promise.resolve();
+    }
+    if (this.#state === "closed") return Promise.resolve();
+    if (this.#queued >= MAX_QUEUED_FRAMES && this.#state !== "ready") {
+      this.#failHandshake(
+        new JwError("unexpected_message", "too many frames sent during the handshake"),
+        undefined,
+      );
+      return Promise.resolve();
+    }
+    this.#queued++;
+    const next = this.#tail.then(() => this.#handle(data)).finally(() => this.#queued--);
+    this.#tail = next;
+    return next;
+  }
+
+  closed(code?: number, reason?: string): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#state = "closed";
+    this.#clearTimer();
+    if (this.#challenge) {
+      this.#deps.handshake.release(this.#challenge);
+      this.#challenge = undefined;
+    }
+    const agent = this.#agent;
+    if (agent) {
+      this.#deps.registry.detach(agent);
+      this.#logger.info("agent disconnected", { agent: agent.id, code, reason });
+    }
+    this.#onClosed?.(this);
+  }
+
+  close(code: number, reason: string): void {
+    if (this.#done) return;
+    try {
+      this.#socket.close(code, closeReason(reason));
+    } catch (err) {
+      this.#logger.debug("socket close failed", { address: this.address, error: String(err) });
+    }
+    this.closed(code, reason);
+  }
+
+  async #handle(data: string | ArrayBuffer | Uint8Array): Promise<void> {
+    try {
+      if (this.#state === "hello" || this.#state === "response") await this.#onHandshake(data);
+      else if (this.#state === "ready") this.#onReady(data);
+    } catch (err) {
+      this.#logger.error("agent frame handling failed", {
+        address: this.address,
+        error: String(err),
+      });
+    }
+  }
+
+  #onReadySafely(data: string | ArrayBuffer | Uint8Array): void {
+    try {
+      this.#onReady(data);
+    } catch (err) {
+      this.#logger.error("agent frame handling failed", {
+        address: this.address,
+        error: String(err),
+      });
+    }
+  }
+
+  async #onHandshake(data: string | ArrayBuffer | Uint8Array): Promise<void> {
+    let frame: AgentFrame | undefined;
+    try {
+      frame = decodeFrame(data, agentToServer, this.#deps.limits.maxFrameBytes);
+      if (this.#state === "hello" && frame.type === "hello") {
+        this.#version = frame.version;
+        this.#helloTags = frame.tags;
+        const challenge = await this.#deps.handshake.issue(frame);
+        if (this.#state !== "hello") {
+          this.#deps.handshake.release(challenge);
+          return;
+        }
+        this.#challenge = challenge;
+        this.#state = "response";
+        this.#send({
+          v: 1,
+          id: randomId(this.#deps.random),
+          type: "challenge",
+          header: challenge.header,
+          payload: challenge.claims,
+        });
+        return;
+      }
+      if (this.#state === "response" && frame.type === "response" && this.#challenge) {
+        const challenge = this.#challenge;
+        const verified = await this.#deps.handshake.verify(challenge, frame.jws);
+        this.#challenge = undefined;
+        if (this.#state !== "response") return;
+        this.#becomeReady(verified.agentId, verified.kid, verified.pinned);
+        return;
+      }
+      throw new JwError(
+        "unexpected_message",
+        `"${frame.type}" frame not allowed while awaiting ${this.#state}`,
+      );
+    } catch (err) {
+      if (this.#state === "closed") return;
+      this.#failHandshake(toJwError(err), frame?.id ?? refOf(err));
+    }
+  }
+
+  #becomeReady(agentId: string, kid: string, pinned: boolean): void {
+    const { registry, audit, limits, serverId, random } = this.#deps;
+    this.#clearTimer();
+    this.#state = "ready";
+    this.#agent = registry.attach({
+      agentId,
+      version: this.#version,
+      address: this.address,
+      tags: this.#helloTags,
+      send: (frame) => this.#socket.send(encodeFrame(frame)),
+      close: (code, reason) => this.close(code, reason),
+    });
+    audit.append({
+      actor: `agent:${agentId}`,
+      action: "handshake.ok",
+      target: agentId,
+      outcome: "ok",
+      reason: `${pinned ? "pinned new key" : "key"} ${kid} from ${this.address}`,
+    });
+    this.#logger.info("agent connected", { agent: agentId, address: this.address });
+    this.#send({
+      v: 1,
+      id: randomId(random),
+      type: "welcome",
+      serverId,
+      agentId,
+      heartbeatMs: limits.heartbeatMs,
+      maxFrameBytes: limits.maxFrameBytes,
+    });
+  }
+
+  #onReady(data: string | ArrayBuffer | Uint8Array): void {
+    const agent = this.#agent;
+    if (!agent) return;
+    const { registry, bus } = this.#deps;
+    let frame: AgentFrame;
+    try {
+      frame = decodeFrame(data, agentToServer, this.#deps.limits.maxFrameBytes);
+    } catch (err) {
+      this.#rejectFrame(toJwError(err), refOf(err));
+      return;
+    }
+    registry.touch(agent);
+    switch (frame.type) {
+      case "output":
+      case "log":
+        bus.publish({ ...frame, agent: agent.id }, agent.tags);
+        return;
+      case "setTag": {
+        const tags = registry.setTags(agent, frame.tags);
+        bus.publish({ ...frame, agent: agent.id }, tags);
+        return;
+      }
+      case "alive":
+        return;
+      case "error":
+        this.#logger.warn("agent reported an error", {
+          agent: agent.id,
+          ref: frame.ref,
+          code: frame.error.code,
+          message: frame.error.message,
+        });
+        return;
+      default:
+        this.#rejectFrame(
+          new JwError("unexpected_message", `"${frame.type}" frame not allowed after welcome`),
+          frame.id,
+        );
+    }
+  }
+
+  #rejectFrame(err: JwError, ref: string | undefined): void {
+    const agentId = this.#agent?.id;
+    this.#sendError(err, ref);
+    this.#deps.audit.append({
+      actor: agentId ? `agent:${agentId}` : this.address,
+      action: "frame.rejected",
+      target: agentId,
+      outcome: "denied",
+      reason: `${err.code}: ${err.message}`,
+    });
+  }
+
+  #failHandshake(err: JwError, ref: string | undefined, reason?: string): void {
+    if (this.#done) return;
+    const agentId = this.#challenge?.agentId;
+    this.#sendError(err, ref);
+    this.#deps.audit.append({
+      actor: agentId ? `agent:${agentId}` : this.address,
+      action: "handshake.failed",
+      target: agentId,
+      outcome: "denied",
+      reason: `${err.code}: ${err.message}`,
+    });
+    this.#logger.warn("agent handshake failed", {
+      address: this.address,
+      agent: agentId,
+      code: err.code,
+      message: err.message,
+    });
+    this.close(CLOSE_HANDSHAKE_FAILED, reason ?? `${err.code}: ${err.message}`);
+  }
+
+  #sendError(err: JwError, ref: string | undefined): void {
+    const info: ErrorInfo = { code: err.code, message: err.message };
+    const frame: ErrorFrame = { v: 1, id: randomId(this.#deps.random), type: "error", error: info };
+    if (ref !== undefined) frame.ref = ref;
+    this.#send(frame);
+  }
+
+  #send(frame: ServerFrame): void {
+    try {
+      this.#socket.send(encodeFrame(frame));
+    } catch (err) {
+      this.#logger.debug("socket send failed", { address: this.address, error: String(err) });
+    }
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) {
+      this.#deps.clock.clearTimeout(this.#timer);
+      this.#timer = undefined;
+    }
+  }
+}
+
+function refOf(err: unknown): string | undefined {
+  const ref = err instanceof JwError ? err.detail?.ref : undefined;
+  return typeof ref === "string" ? ref : undefined;
+}
+
+/**
+ * Creates the state machine for a just-opened socket and starts its handshake timer.
+ * The caller must call {@link AgentConnection.closed} when the socket closes; `onClosed`
+ * runs once, then.
+ */
+export function createConnection(
+  socket: AgentSocket,
+  address: string,
+  deps: ConnectionDeps,
+  onClosed?: (connection: AgentConnection) => void,
+): AgentConnection {
+  return new Connection(socket, address, deps, onClosed);
+}

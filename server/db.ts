@@ -1,0 +1,32 @@
+/**
+ * The server's sqlite schema: the shared audit table plus the `agents` table that pins
+ * each agent's public key and remembers what was last known about it.
+ *
+ * @module
+ */
+import { auditMigration, type Migration } from "../shared/db/mod.ts";
+
+/**
+ * Creates `agents`: one row per agent id ever authenticated. `public_key` (a JWK as JSON)
+ * and `kid` are written once, when the key is pinned, and never changed; the other columns
+ * describe the latest connection. `server` is the id of the server the agent was last on.
+ */
+export const agentsMigration: Migration = {
+  name: "agents",
+  up: `
+    CREATE TABLE agents (
+      id TEXT PRIMARY KEY,
+      public_key TEXT NOT NULL,
+      kid TEXT NOT NULL,
+      first_seen INTEGER NOT NULL,
+      last_seen INTEGER,
+      tags TEXT NOT NULL DEFAULT '{}',
+      version TEXT,
+      address TEXT,
+      server TEXT
+    );
+  `,
+};
+
+/** Every migration of the server database, in order. Append only; never reorder. */
+export const serverMigrations: readonly Migration[] = [auditMigration, agentsMigration];

@@ -1,0 +1,147 @@
+/**
+ * The in-process reply bus: every reply relayed from an agent is published once and
+ * delivered to each subscriber whose filter matches (by agent, tag, envelope id).
+ *
+ * @module
+ */
+import type { Logger } from "../../shared/log.ts";
+import { silentLogger } from "../../shared/log.ts";
+import type { RelayedReply } from "../../shared/protocol/mod.ts";
+import { type Channel, createChannel } from "./channel.ts";
+
+/** Which replies a subscriber wants; every given field must match. Empty = everything. */
+export interface ReplyFilter {
+  /** Only replies from this agent. */
+  agent?: string;
+  /** Only replies from agents whose current tags have this value. */
+  tag?: { name: string; value: string };
+  /** Only replies to this envelope id. */
+  id?: string;
+}
+
+/** Receives matching replies. Must not block; exceptions are logged and ignored. */
+export type ReplySink = (reply: RelayedReply) => void;
+
+/** Default queue bound of {@link ReplyBus.stream}. */
+export const DEFAULT_STREAM_QUEUE = 10_000;
+
+/**
+ * Fans replies out to subscribers. Synchronous and non-blocking: {@link ReplyBus.publish}
+ * calls each matching sink once, in turn; a sink that throws does not affect others.
+ * Subscribers filtered by envelope id are indexed, so runs cost nothing to other replies.
+ */
+export interface ReplyBus {
+  /**
+   * Delivers `reply` to matching subscribers. `tags` are the sending agent's current tags,
+   * used by tag filters.
+   */
+  publish(reply: RelayedReply, tags: Readonly<Record<string, string>>): void;
+  /** Calls `sink` for each matching reply until the returned function is called. */
+  subscribe(filter: ReplyFilter, sink: ReplySink): () => void;
+  /**
+   * A bounded stream of matching replies (oldest dropped when the reader falls behind by
+   * `maxQueue`, default {@link DEFAULT_STREAM_QUEUE}). It unsubscribes when the reader
+   * stops or the channel is closed, and ends when the bus closes.
+   */
+  stream(filter: ReplyFilter, options?: { maxQueue?: number }): Channel<RelayedReply>;
+  /** Number of subscribers. */
+  readonly subscribers: number;
+  /** Ends every stream and drops every subscriber; later subscriptions end at once. */
+  close(): void;
+}
+
+interface Subscriber {
+  filter: ReplyFilter;
+  sink: ReplySink;
+}
+
+function matches(filter: ReplyFilter, reply: RelayedReply, tags: Readonly<Record<string, string>>) {
+  if (filter.agent !== undefined && filter.agent !== reply.agent) return false;
+  if (filter.id !== undefined && filter.id !== reply.id) return false;
+  if (filter.tag) {
+    const { name, value } = filter.tag;
+    if (!Object.hasOwn(tags, name) || tags[name] !== value) return false;
+  }
+  return true;
+}
+
+class ReplyBusImpl implements ReplyBus {
+  readonly #logger: Logger;
+  readonly #byId = new Map<string, Set<Subscriber>>();
+  readonly #others = new Set<Subscriber>();
+  readonly #streams = new Set<Channel<RelayedReply>>();
+  #closed = false;
+
+  constructor(logger: Logger) {
+    this.#logger = logger;
+  }
+
+  get subscribers(): number {
+    let n = this.#others.size;
+    for (const set of this.#byId.values()) n += set.size;
+    return n;
+  }
+
+  publish(reply: RelayedReply, tags: Readonly<Record<string, string>>): void {
+    const byId = this.#byId.get(reply.id);
+    if (byId) { for (const sub of byId) this.#deliver(sub, reply, tags); }
+    for (const sub of this.#others) this.#deliver(sub, reply, tags);
+  }
+
+  subscribe(filter: ReplyFilter, sink: ReplySink): () => void {
+    if (this.#closed) return () => {};
+    const sub: Subscriber = { filter: { ...filter }, sink };
+    const id = filter.id;
+    if (id === undefined) {
+      this.#others.add(sub);
+      return () => this.#others.delete(sub);
+    }
+    let set = this.#byId.get(id);
+    if (!set) this.#byId.set(id, set = new Set());
+    set.add(sub);
+    return () => {
+      const current = this.#byId.get(id);
+      if (!current?.delete(sub)) return;
+      if (current.size === 0) this.#byId.delete(id);
+    };
+  }
+
+  stream(filter: ReplyFilter, options: { maxQueue?: number } = {}): Channel<RelayedReply> {
+    let unsubscribe = () => {};
+    const channel = createChannel<RelayedReply>({
+      maxQueue: options.maxQueue ?? DEFAULT_STREAM_QUEUE,
+      onClose: () => {
+        unsubscribe();
+        this.#streams.delete(channel);
+      },
+    });
+    if (this.#closed) {
+      channel.close();
+      return channel;
+    }
+    this.#streams.add(channel);
+    unsubscribe = this.subscribe(filter, (reply) => channel.push(reply));
+    return channel;
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const channel of [...this.#streams]) channel.close();
+    this.#byId.clear();
+    this.#others.clear();
+  }
+
+  #deliver(sub: Subscriber, reply: RelayedReply, tags: Readonly<Record<string, string>>): void {
+    if (!matches(sub.filter, reply, tags)) return;
+    try {
+      sub.sink(reply);
+    } catch (err) {
+      this.#logger.error("reply subscriber failed", { error: String(err) });
+    }
+  }
+}
+
+/** Creates an empty {@link ReplyBus}. */
+export function createReplyBus(options: { logger?: Logger } = {}): ReplyBus {
+  return new ReplyBusImpl(options.logger ?? silentLogger);
+}

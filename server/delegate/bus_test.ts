@@ -1,0 +1,91 @@
+import assert from "node:assert/strict";
+import type { RelayedReply } from "../../shared/protocol/mod.ts";
+import { createReplyBus } from "./bus.ts";
+
+function output(agent: string, id: string, text: string): RelayedReply {
+  return {
+    v: 1,
+    id,
+    type: "output",
+    job: { id: "j1", key: "exec.run" },
+    seq: 0,
+    ts: 1,
+    text,
+    agent,
+  };
+}
+
+function textOf(r: RelayedReply): string {
+  return r.type === "output" ? r.text ?? "" : "";
+}
+
+Deno.test("ReplyBus.subscribe() filters by agent, tag and envelope id", () => {
+  const bus = createReplyBus();
+  const got: Record<string, string[]> = { all: [], agent: [], tag: [], id: [], both: [] };
+  bus.subscribe({}, (r) => got.all.push(textOf(r)));
+  bus.subscribe({ agent: "a1" }, (r) => got.agent.push(textOf(r)));
+  bus.subscribe({ tag: { name: "role", value: "web" } }, (r) => got.tag.push(textOf(r)));
+  bus.subscribe({ id: "e1" }, (r) => got.id.push(textOf(r)));
+  bus.subscribe({ id: "e1", agent: "a2" }, (r) => got.both.push(textOf(r)));
+  const web = { role: "web" };
+  bus.publish(output("a1", "e1", "one"), web);
+  bus.publish(output("a2", "e1", "two"), {});
+  bus.publish(output("a2", "e2", "three"), web);
+  assert.deepEqual(got, {
+    all: ["one", "two", "three"],
+    agent: ["one"],
+    tag: ["one", "three"],
+    id: ["one", "two"],
+    both: ["two"],
+  });
+  bus.close();
+});
+
+Deno.test("ReplyBus.publish() keeps delivering when a subscriber throws", () => {
+  const bus = createReplyBus();
+  const got: string[] = [];
+  bus.subscribe({}, () => {
+    throw new Error("boom");
+  });
+  bus.subscribe({}, (r) => got.push(textOf(r)));
+  bus.publish(output("a1", "e1", "x"), {});
+  assert.deepEqual(got, ["x"]);
+  bus.close();
+});
+
+Deno.test("ReplyBus unsubscribe stops delivery and frees the id index", () => {
+  const bus = createReplyBus();
+  const got: string[] = [];
+  const off = bus.subscribe({ id: "e1" }, (r) => got.push(textOf(r)));
+  assert.equal(bus.subscribers, 1);
+  off();
+  off();
+  assert.equal(bus.subscribers, 0);
+  bus.publish(output("a1", "e1", "x"), {});
+  assert.deepEqual(got, []);
+  bus.close();
+});
+
+Deno.test("ReplyBus.stream() drops oldest for a slow reader without blocking others", async () => {
+  const bus = createReplyBus();
+  const slow = bus.stream({}, { maxQueue: 2 });
+  const fast: string[] = [];
+  bus.subscribe({}, (r) => fast.push(textOf(r)));
+  for (const t of ["1", "2", "3", "4"]) bus.publish(output("a1", "e1", t), {});
+  assert.deepEqual(fast, ["1", "2", "3", "4"]);
+  assert.equal(slow.dropped, 2);
+  assert.equal(textOf((await slow.next()).value!), "3");
+  slow.close();
+  assert.equal(bus.subscribers, 1, "closing a stream unsubscribes it");
+  bus.close();
+});
+
+Deno.test("ReplyBus.close() ends open streams and later ones", async () => {
+  const bus = createReplyBus();
+  const stream = bus.stream({ agent: "a1" });
+  const pending = stream.next();
+  bus.close();
+  assert.equal((await pending).done, true);
+  const late = bus.stream({});
+  assert.equal((await late.next()).done, true);
+});

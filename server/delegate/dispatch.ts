@@ -1,0 +1,299 @@
+/**
+ * Running a command on a target: validate the operator's request, send one `command`
+ * frame per connected agent, and turn the replies into a stream of run events that ends
+ * with a summary of how each agent's part ended.
+ *
+ * @module
+ */
+import type { Clock, TimerId } from "../../shared/clock.ts";
+import type { AuditLog } from "../../shared/db/mod.ts";
+import { JwError, toJwError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { silentLogger } from "../../shared/log.ts";
+import { type Random, randomId } from "../../shared/random.ts";
+import {
+  type AgentOutcome,
+  type Command,
+  describeIssues,
+  parseTarget,
+  type RelayedReply,
+  type RunEvent,
+  RunRequest,
+  type Target,
+} from "../../shared/protocol/mod.ts";
+import type { Registry } from "../agents/registry.ts";
+import type { ReplyBus } from "./bus.ts";
+import { type Channel, createChannel } from "./channel.ts";
+
+/**
+ * One command in flight. Iterate it for the events: one `dispatched`, the replies for its
+ * envelope id (each with `agent`), then one `summary`, after which iteration ends.
+ * Events are queued without bound until read (a run's lifetime bounds them).
+ */
+export interface Run extends AsyncIterable<RunEvent> {
+  /** The envelope id of the command. */
+  readonly id: string;
+  /** The agents the command was sent to. */
+  readonly agents: readonly string[];
+  /**
+   * Stops the run early (the reader went away): unsubscribes, cancels the timeout and ends
+   * iteration without a summary. Idempotent.
+   */
+  close(): void;
+}
+
+/**
+ * Starts runs. Each run subscribes to the bus before its command is sent, so no reply can
+ * be missed.
+ */
+export interface Dispatcher {
+  /**
+   * Validates `body` as a `RunRequest` and starts the run on behalf of `operator`.
+   * Sends are synchronous: when this returns, every command frame has been handed over.
+   * @throws JwError `invalid_message` (schema; message names the path) or `usage` (target),
+   * audited as `command.denied`.
+   */
+  start(body: unknown, operator: string): Run;
+  /** Runs still waiting for agents. */
+  readonly active: number;
+  /**
+   * Ends every active run: agents still pending get status `error` with code `closed`,
+   * and each run emits its summary. Later {@link Dispatcher.start} calls throw `closed`.
+   */
+  close(): void;
+}
+
+/** Options for {@link createDispatcher}. */
+export interface DispatcherOptions {
+  registry: Registry;
+  bus: ReplyBus;
+  audit: AuditLog;
+  clock: Clock;
+  random: Random;
+  logger?: Logger;
+}
+
+type Parsed = ReturnType<typeof RunRequest.parse>;
+
+class RunImpl implements Run {
+  readonly id: string;
+  readonly agents: readonly string[];
+  readonly #events: Channel<RunEvent> = createChannel<RunEvent>();
+  /** Outcome per agent, in the order the summary lists them. */
+  readonly #outcomes = new Map<string, AgentOutcome | undefined>();
+  #pending = 0;
+  #cleanup: (() => void)[] = [];
+  #finished = false;
+
+  constructor(id: string, agents: string[]) {
+    this.id = id;
+    this.agents = agents;
+  }
+
+  /** Adds an agent whose outcome is awaited, or already known. */
+  expect(agent: string, outcome?: AgentOutcome): void {
+    this.#outcomes.set(agent, outcome);
+    if (!outcome) this.#pending++;
+  }
+
+  onCleanup(fn: () => void): void {
+    this.#cleanup.push(fn);
+  }
+
+  emit(event: RunEvent): void {
+    this.#events.push(event);
+  }
+
+  /** A reply for this envelope id from the bus. */
+  reply(reply: RelayedReply): void {
+    if (this.#finished || !this.#outcomes.has(reply.agent)) return;
+    this.#events.push(reply);
+    if (reply.type === "output" && reply.done) {
+      const outcome: AgentOutcome = {
+        status: reply.error ? "error" : "ok",
+        error: reply.error ?? null,
+      };
+      if (reply.exitCode !== undefined) outcome.exitCode = reply.exitCode;
+      if (reply.durationMs !== undefined) outcome.durationMs = reply.durationMs;
+      this.settle(reply.agent, outcome);
+    }
+  }
+
+  /** Records `agent`'s outcome if it is still pending, and finishes when none are. */
+  settle(agent: string, outcome: AgentOutcome): void {
+    if (this.#finished || !this.#outcomes.has(agent) || this.#outcomes.get(agent)) return;
+    this.#outcomes.set(agent, outcome);
+    this.#pending--;
+    this.finishIfDone();
+  }
+
+  /** Settles every pending agent with `outcome` and finishes. */
+  settleAll(outcome: AgentOutcome): void {
+    for (const [agent, known] of this.#outcomes) {
+      if (!known) this.settle(agent, { ...outcome });
+    }
+    this.finishIfDone();
+  }
+
+  finishIfDone(): void {
+    if (this.#finished || this.#pending > 0) return;
+    this.#finished = true;
+    this.#runCleanup();
+    this.#events.push({
+      type: "summary",
+      id: this.id,
+      agents: Object.fromEntries(this.#outcomes) as Record<string, AgentOutcome>,
+    });
+    this.#events.close();
+  }
+
+  get finished(): boolean {
+    return this.#finished;
+  }
+
+  close(): void {
+    this.#finished = true;
+    this.#runCleanup();
+    this.#events.close();
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<RunEvent> {
+    return this.#events;
+  }
+
+  #runCleanup(): void {
+    const fns = this.#cleanup;
+    this.#cleanup = [];
+    for (const fn of fns) fn();
+  }
+}
+
+class DispatcherImpl implements Dispatcher {
+  readonly #options: DispatcherOptions;
+  readonly #logger: Logger;
+  readonly #runs = new Set<RunImpl>();
+  readonly #unwatch: () => void;
+  #closed = false;
+
+  constructor(options: DispatcherOptions) {
+    this.#options = options;
+    this.#logger = options.logger ?? silentLogger;
+    this.#unwatch = options.registry.onDisconnect((agentId) => {
+      for (const run of [...this.#runs]) {
+        run.settle(agentId, {
+          status: "error",
+          error: { code: "closed", message: "agent disconnected before the run finished" },
+        });
+      }
+    });
+  }
+
+  get active(): number {
+    return this.#runs.size;
+  }
+
+  start(body: unknown, operator: string): Run {
+    const actor = `operator:${operator}`;
+    if (this.#closed) throw new JwError("closed", "server is shutting down");
+    const { request, target } = this.#validate(body, actor);
+    const { registry, bus, audit, clock, random } = this.#options;
+    const id = randomId(random);
+    const agents = registry.resolve(target);
+    const run = new RunImpl(id, agents);
+    this.#runs.add(run);
+    run.onCleanup(() => this.#runs.delete(run));
+    run.onCleanup(bus.subscribe({ id }, (reply) => run.reply(reply)));
+    const timer: TimerId = clock.setTimeout(() => {
+      run.settleAll({
+        status: "timeout",
+        error: { code: "timeout", message: `no final output within ${request.timeoutMs}ms` },
+      });
+    }, request.timeoutMs);
+    run.onCleanup(() => clock.clearTimeout(timer));
+
+    run.emit({ type: "dispatched", id, target: request.target, agents: [...agents] });
+    if (target.kind === "agent" && agents.length === 0) {
+      run.expect(target.id, {
+        status: "not_connected",
+        error: { code: "not_connected", message: `agent "${target.id}" is not connected` },
+      });
+    }
+    for (const agentId of agents) run.expect(agentId);
+
+    const frame: Command = { v: 1, id, type: "command", job: request.job };
+    if (request.meta !== undefined) frame.meta = request.meta;
+    for (const agentId of agents) {
+      const agent = registry.get(agentId);
+      try {
+        if (!agent) throw new JwError("closed", "agent disconnected before the command was sent");
+        agent.send(frame);
+        audit.append({
+          actor,
+          action: "command.sent",
+          target: agentId,
+          key: request.job.key,
+          args: request.job.args,
+          outcome: "ok",
+        });
+      } catch (err) {
+        const e = toJwError(err);
+        audit.append({
+          actor,
+          action: "command.sent",
+          target: agentId,
+          key: request.job.key,
+          args: request.job.args,
+          outcome: "error",
+          reason: e.message,
+        });
+        this.#logger.warn("command send failed", { agent: agentId, error: e.message });
+        run.settle(agentId, { status: "error", error: { code: "closed", message: e.message } });
+      }
+    }
+    run.finishIfDone();
+    return run;
+  }
+
+  close(): void {
+    this.#closed = true;
+    for (const run of [...this.#runs]) {
+      run.settleAll({
+        status: "error",
+        error: { code: "closed", message: "server shut down before the run finished" },
+      });
+    }
+    this.#unwatch();
+  }
+
+  #validate(body: unknown, actor: string): { request: Parsed; target: Target } {
+    const deny = (err: JwError): never => {
+      const raw = body && typeof body === "object" ? body as Record<string, unknown> : {};
+      const job = raw.job && typeof raw.job === "object" ? raw.job as Record<string, unknown> : {};
+      this.#options.audit.append({
+        actor,
+        action: "command.denied",
+        target: typeof raw.target === "string" ? raw.target.slice(0, 256) : undefined,
+        key: typeof job.key === "string" ? job.key.slice(0, 128) : undefined,
+        outcome: "denied",
+        reason: `${err.code}: ${err.message}`,
+      });
+      throw err;
+    };
+    const parsed = RunRequest.safeParse(body);
+    if (!parsed.success) {
+      return deny(
+        new JwError("invalid_message", `bad run request: ${describeIssues(parsed.error)}`),
+      );
+    }
+    try {
+      return { request: parsed.data, target: parseTarget(parsed.data.target) };
+    } catch (err) {
+      return deny(toJwError(err));
+    }
+  }
+}
+
+/** Creates a {@link Dispatcher}. */
+export function createDispatcher(options: DispatcherOptions): Dispatcher {
+  return new DispatcherImpl(options);
+}

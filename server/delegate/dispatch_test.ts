@@ -1,0 +1,283 @@
+import assert from "node:assert/strict";
+import { isJwError } from "../../shared/errors.ts";
+import type {
+  Command,
+  Output,
+  RunEvent,
+  ServerFrame,
+  SummaryEvent,
+} from "../../shared/protocol/mod.ts";
+import { createFixture, fakeSession, type Fixture, pinFake, testRandom } from "../_testing.ts";
+import { createDispatcher, type Run } from "./dispatch.ts";
+
+function setup() {
+  const f = createFixture();
+  const dispatcher = createDispatcher({
+    registry: f.registry,
+    bus: f.bus,
+    audit: f.audit,
+    clock: f.clock,
+    random: testRandom,
+  });
+  return { f, dispatcher };
+}
+
+function connect(f: Fixture, id: string, tags: Record<string, string> = {}) {
+  pinFake(f.store, id);
+  const s = fakeSession(id, tags);
+  const agent = f.registry.attach(s.session);
+  return { ...s, agent };
+}
+
+/** Publishes an output reply for `command` as if `agent` sent it. */
+function reply(f: Fixture, agent: string, command: Command, extra: Partial<Output> = {}) {
+  const frame: Output = {
+    v: 1,
+    id: command.id,
+    type: "output",
+    job: { id: "job-1", key: command.job.key },
+    seq: 0,
+    ts: f.clock.now(),
+    ...extra,
+  };
+  if (command.meta !== undefined) frame.meta = command.meta;
+  f.bus.publish({ ...frame, agent }, f.registry.get(agent)?.tags ?? {});
+}
+
+async function collect(run: Run): Promise<RunEvent[]> {
+  const events: RunEvent[] = [];
+  for await (const e of run) events.push(e);
+  return events;
+}
+
+function commandOf(sent: ServerFrame[]): Command {
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0].type, "command");
+  return sent[0] as Command;
+}
+
+Deno.test("Dispatcher.start() sends the command and summarises ok and error outcomes", async () => {
+  const { f, dispatcher } = setup();
+  using _ = f;
+  const a1 = connect(f, "a1", { role: "web" });
+  const a2 = connect(f, "a2", { role: "web" });
+  connect(f, "db", { role: "db" });
+  const meta = { replyTo: "ticket-7", nested: { list: [1, "two", null] } };
+  const run = dispatcher.start({
+    target: "tag:role=web",
+    job: { key: "exec.run", args: { cmd: "/bin/true" } },
+    meta,
+  }, "alice");
+  assert.deepEqual(run.agents, ["a1", "a2"]);
+
+  const cmd = commandOf(a1.sent);
+  assert.deepEqual(cmd, {
+    v: 1,
+    id: run.id,
+    type: "command",
+    meta,
+    job: { key: "exec.run", args: { cmd: "/bin/true" } },
+  });
+  assert.deepEqual(commandOf(a2.sent), cmd);
+
+  reply(f, "a1", cmd, { text: "hello\n", stream: "stdout" });
+  reply(f, "a1", cmd, { seq: 1, done: true, error: null, exitCode: 0, durationMs: 12 });
+  reply(f, "a2", cmd, {
+    done: true,
+    exitCode: 3,
+    error: { code: "exit_status", message: "exited with 3" },
+  });
+  reply(f, "a2", { ...cmd, id: "other-envelope" }, { text: "not ours" });
+
+  const events = await collect(run);
+  assert.deepEqual(events[0], {
+    type: "dispatched",
+    id: run.id,
+    target: "tag:role=web",
+    agents: ["a1", "a2"],
+  });
+  const replies = events.slice(1, -1);
+  assert.equal(replies.length, 3);
+  for (const r of replies) {
+    assert.equal(r.id, run.id);
+    assert.deepEqual((r as Output).meta, meta, "meta passes through untouched");
+  }
+  assert.equal((replies[0] as Output & { agent: string }).agent, "a1");
+  assert.deepEqual(events.at(-1), {
+    type: "summary",
+    id: run.id,
+    agents: {
+      a1: { status: "ok", error: null, exitCode: 0, durationMs: 12 },
+      a2: {
+        status: "error",
+        error: { code: "exit_status", message: "exited with 3" },
+        exitCode: 3,
+      },
+    },
+  });
+  assert.equal(f.bus.subscribers, 0);
+  assert.equal(f.clock.pending, 0);
+  assert.equal(dispatcher.active, 0);
+
+  const sent = f.audit.list({ action: "command.sent" });
+  assert.deepEqual(sent.map((e) => [e.actor, e.target, e.key, e.outcome]).sort(), [
+    ["operator:alice", "a1", "exec.run", "ok"],
+    ["operator:alice", "a2", "exec.run", "ok"],
+  ]);
+  assert.match(sent[0].argsDigest ?? "", /^sha256:[0-9a-f]{64}$/);
+});
+
+Deno.test("Dispatcher run times out the silent agents on the fake clock", async () => {
+  const { f, dispatcher } = setup();
+  using _ = f;
+  const a1 = connect(f, "a1");
+  connect(f, "a2");
+  const run = dispatcher.start(
+    { target: "all", job: { key: "exec.run" }, timeoutMs: 5_000 },
+    "bob",
+  );
+  reply(f, "a1", commandOf(a1.sent), { done: true });
+  const done = collect(run);
+  await f.clock.advance(4_999);
+  assert.equal(dispatcher.active, 1);
+  await f.clock.advance(1);
+  const events = await done;
+  const summary = events.at(-1) as SummaryEvent;
+  assert.deepEqual(summary.agents.a1, { status: "ok", error: null });
+  assert.equal(summary.agents.a2.status, "timeout");
+  assert.equal(summary.agents.a2.error?.code, "timeout");
+  assert.equal(f.bus.subscribers, 0);
+});
+
+Deno.test("Dispatcher run reports an agent that is not connected", async () => {
+  const { f, dispatcher } = setup();
+  using _ = f;
+  const run = dispatcher.start({ target: "agent:ghost", job: { key: "exec.run" } }, "bob");
+  const events = await collect(run);
+  assert.deepEqual(events.map((e) => e.type), ["dispatched", "summary"]);
+  assert.deepEqual((events[0] as { agents: string[] }).agents, []);
+  assert.deepEqual((events[1] as SummaryEvent).agents, {
+    ghost: {
+      status: "not_connected",
+      error: { code: "not_connected", message: 'agent "ghost" is not connected' },
+    },
+  });
+  assert.equal(f.clock.pending, 0);
+});
+
+Deno.test("Dispatcher run with a target that matches nobody ends with an empty summary", async () => {
+  const { f, dispatcher } = setup();
+  using _ = f;
+  const events = await collect(
+    dispatcher.start({ target: "tag:role=none", job: { key: "exec.run" } }, "bob"),
+  );
+  assert.equal(events.length, 2);
+  assert.deepEqual((events[0] as { agents: string[] }).agents, []);
+  assert.deepEqual((events[1] as SummaryEvent).agents, {});
+});
+
+Deno.test("Dispatcher run marks an agent that disconnects mid-run as closed", async () => {
+  const { f, dispatcher } = setup();
+  using _ = f;
+  const a1 = connect(f, "a1");
+  const run = dispatcher.start({ target: "agent:a1", job: { key: "exec.run" } }, "bob");
+  reply(f, "a1", commandOf(a1.sent), { text: "partial" });
+  f.registry.detach(a1.agent);
+  const events = await collect(run);
+  assert.equal(events.length, 3);
+  const summary = events[2] as SummaryEvent;
+  assert.equal(summary.agents.a1.status, "error");
+  assert.equal(summary.agents.a1.error?.code, "closed");
+});
+
+Deno.test("Dispatcher run marks a failed send as closed", async () => {
+  const { f, dispatcher } = setup();
+  using _ = f;
+  const a1 = connect(f, "a1");
+  a1.closes.push({ code: 1006, reason: "" }); // the fake send now throws
+  const events = await collect(
+    dispatcher.start({ target: "agent:a1", job: { key: "exec.run" } }, "bob"),
+  );
+  const summary = events.at(-1) as SummaryEvent;
+  assert.equal(summary.agents.a1.status, "error");
+  assert.equal(summary.agents.a1.error?.code, "closed");
+  assert.equal(f.audit.list({ action: "command.sent" })[0].outcome, "error");
+});
+
+Deno.test("Dispatcher.start() rejects bad requests and audits command.denied", async (t) => {
+  const { f, dispatcher } = setup();
+  using _ = f;
+  const cases: { name: string; body: unknown; code: string; match: RegExp }[] = [
+    { name: "not an object", body: [1], code: "invalid_message", match: /\(root\)/ },
+    {
+      name: "unknown key",
+      body: { target: "all", job: { key: "exec.run" }, extra: 1 },
+      code: "invalid_message",
+      match: /extra/,
+    },
+    {
+      name: "bad job key",
+      body: { target: "all", job: { key: "Exec" } },
+      code: "invalid_message",
+      match: /job\.key/,
+    },
+    {
+      name: "bad target",
+      body: { target: "everyone", job: { key: "exec.run" } },
+      code: "usage",
+      match: /bad target/,
+    },
+    {
+      name: "timeout too long",
+      body: { target: "all", job: { key: "exec.run" }, timeoutMs: 7_200_000 },
+      code: "invalid_message",
+      match: /timeoutMs/,
+    },
+  ];
+  for (const c of cases) {
+    await t.step(c.name, () => {
+      assert.throws(
+        () => dispatcher.start(c.body, "mallory"),
+        (e) => isJwError(e) && e.code === c.code && c.match.test(e.message),
+      );
+    });
+  }
+  const denied = f.audit.list({ action: "command.denied" });
+  assert.equal(denied.length, cases.length);
+  assert.equal(denied[1].actor, "operator:mallory");
+  assert.equal(denied[1].target, "everyone");
+  assert.equal(denied[1].key, "exec.run");
+  assert.equal(denied[1].outcome, "denied");
+  assert.match(denied[1].reason ?? "", /^usage: /);
+  assert.equal(dispatcher.active, 0);
+  assert.equal(f.bus.subscribers, 0);
+});
+
+Deno.test("Run.close() unsubscribes and cancels the timeout", async () => {
+  const { f, dispatcher } = setup();
+  using _ = f;
+  connect(f, "a1");
+  const run = dispatcher.start({ target: "all", job: { key: "exec.run" } }, "bob");
+  const it = run[Symbol.asyncIterator]();
+  assert.equal((await it.next()).value?.type, "dispatched");
+  const pending = it.next();
+  run.close();
+  assert.equal((await pending).done, true);
+  assert.equal(f.bus.subscribers, 0);
+  assert.equal(f.clock.pending, 0);
+  assert.equal(dispatcher.active, 0);
+});
+
+Deno.test("Dispatcher.close() finishes active runs and refuses new ones", async () => {
+  const { f, dispatcher } = setup();
+  using _ = f;
+  connect(f, "a1");
+  const run = dispatcher.start({ target: "all", job: { key: "exec.run" } }, "bob");
+  dispatcher.close();
+  const summary = (await collect(run)).at(-1) as SummaryEvent;
+  assert.equal(summary.agents.a1.error?.code, "closed");
+  assert.throws(
+    () => dispatcher.start({ target: "all", job: { key: "exec.run" } }, "bob"),
+    (e) => isJwError(e, "closed"),
+  );
+});

@@ -1,0 +1,197 @@
+/**
+ * The server's HTTP surface as a runtime-neutral hono app (test it with `app.request()`):
+ *
+ * - `GET /healthz` (no auth) → `{ok, id, version, agents}`
+ * - `GET /v1/agent` → agent WebSocket (no operator auth: the handshake authenticates)
+ * - `GET /v1/agents`, `POST /v1/run`, `GET /v1/stream`, `GET /v1/audit` (HTTP basic auth)
+ *
+ * Errors leave as `{error: {code, message}}` with `httpStatusFor(code)`; this file is the
+ * only place that turns a {@link JwError} into an HTTP response.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+import type { AuditLog } from "../../shared/db/mod.ts";
+import { isJwError, JwError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { silentLogger } from "../../shared/log.ts";
+import { httpStatusFor, Id, JW_VERSION } from "../../shared/protocol/mod.ts";
+import type { Registry } from "../agents/registry.ts";
+import { type AuthEnv, type BasicUser, createBasicAuth } from "../auth/basic.ts";
+import type { ReplyBus, ReplyFilter } from "../delegate/bus.ts";
+import type { Dispatcher } from "../delegate/dispatch.ts";
+
+/** Largest accepted `POST /v1/run` body, bytes. */
+export const MAX_RUN_BODY_BYTES = 1024 * 1024;
+
+/** Upgrades a request to an agent WebSocket and returns the 101 response. */
+export type AcceptAgent = (request: Request, address: string) => Response;
+
+/** Options for {@link createApp}. */
+export interface AppOptions {
+  serverId: string;
+  /** Operators allowed in (basic auth). */
+  users: readonly BasicUser[];
+  registry: Registry;
+  dispatcher: Dispatcher;
+  bus: ReplyBus;
+  audit: AuditLog;
+  /** The runtime's WebSocket upgrade for `GET /v1/agent`. */
+  acceptAgent: AcceptAgent;
+  logger?: Logger;
+}
+
+/** Something to read NDJSON lines from: a channel or a run's event iterator. */
+interface LineSource {
+  next(): Promise<IteratorResult<unknown>>;
+  /** Items ready now, when known (lets several lines go out in one chunk). */
+  readonly size?: number;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * A streaming `application/x-ndjson` response: one JSON value per line, written as the
+ * source yields it. `stop` runs when the client goes away.
+ */
+function ndjson(source: LineSource, stop: () => void): Response {
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const first = await source.next();
+      if (first.done) {
+        controller.close();
+        return;
+      }
+      let text = JSON.stringify(first.value) + "\n";
+      while ((source.size ?? 0) > 0 && text.length < 64 * 1024) {
+        const more = await source.next();
+        if (more.done) break;
+        text += JSON.stringify(more.value) + "\n";
+      }
+      controller.enqueue(encoder.encode(text));
+    },
+    cancel() {
+      stop();
+    },
+  });
+  return new Response(body, {
+    headers: { "content-type": "application/x-ndjson", "cache-control": "no-store" },
+  });
+}
+
+function parseStreamFilter(query: Record<string, string>): ReplyFilter {
+  const filter: ReplyFilter = {};
+  if (query.agent !== undefined) {
+    if (!Id.safeParse(query.agent).success) {
+      throw new JwError("usage", `bad agent id "${query.agent.slice(0, 64)}"`);
+    }
+    filter.agent = query.agent;
+  }
+  if (query.tag !== undefined) {
+    const eq = query.tag.indexOf("=");
+    if (eq < 1) {
+      throw new JwError("usage", `bad tag filter "${query.tag.slice(0, 64)}": use NAME=VALUE`);
+    }
+    filter.tag = { name: query.tag.slice(0, eq), value: query.tag.slice(eq + 1) };
+  }
+  if (query.id !== undefined) {
+    if (!Id.safeParse(query.id).success) {
+      throw new JwError("usage", `bad envelope id "${query.id.slice(0, 64)}"`);
+    }
+    filter.id = query.id;
+  }
+  return filter;
+}
+
+function parseLimit(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n < 1 || n > 10_000) {
+    throw new JwError("usage", `bad limit "${text.slice(0, 32)}": use a whole number 1-10000`);
+  }
+  return n;
+}
+
+/**
+ * Builds the app. Handlers never throw past `onError`; a client that disconnects from a
+ * stream has its subscription (or run) closed.
+ */
+export function createApp(options: AppOptions): Hono<AuthEnv> {
+  const { registry, dispatcher, bus, audit } = options;
+  const logger = options.logger ?? silentLogger;
+  const app = new Hono<AuthEnv>();
+
+  app.onError((err, c) => {
+    if (isJwError(err)) {
+      return c.json({ error: err.toJSON() }, httpStatusFor(err.code) as ContentfulStatusCode);
+    }
+    logger.error("request failed", {
+      method: c.req.method,
+      path: c.req.path,
+      stack: err instanceof Error ? err.stack : String(err),
+    });
+    return c.json({ error: { code: "internal", message: "internal server error" } }, 500);
+  });
+
+  app.notFound((c) =>
+    c.json(
+      { error: { code: "not_found", message: `no route for ${c.req.method} ${c.req.path}` } },
+      404,
+    )
+  );
+
+  app.get(
+    "/healthz",
+    (c) =>
+      c.json({ ok: true, id: options.serverId, version: JW_VERSION, agents: registry.connected }),
+  );
+
+  app.get("/v1/agent", (c) => {
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      throw new JwError("usage", "GET /v1/agent expects a WebSocket upgrade");
+    }
+    return options.acceptAgent(c.req.raw, c.env?.remoteAddress ?? "unknown");
+  });
+
+  app.use("/v1/*", createBasicAuth({ users: options.users, audit, logger }));
+
+  app.get("/v1/agents", (c) => c.json({ agents: registry.list() }));
+
+  app.post(
+    "/v1/run",
+    bodyLimit({
+      maxSize: MAX_RUN_BODY_BYTES,
+      onError: () => {
+        throw new JwError("frame_too_large", `run request exceeds ${MAX_RUN_BODY_BYTES} bytes`);
+      },
+    }),
+    async (c) => {
+      const text = await c.req.text();
+      let body: unknown;
+      try {
+        body = JSON.parse(text);
+      } catch (err) {
+        throw new JwError("bad_json", `run request is not valid JSON: ${(err as Error).message}`);
+      }
+      const run = dispatcher.start(body, c.get("operator"));
+      const events = run[Symbol.asyncIterator]() as LineSource;
+      return ndjson(events, () => run.close());
+    },
+  );
+
+  app.get("/v1/stream", (c) => {
+    const filter = parseStreamFilter(c.req.query());
+    const channel = bus.stream(filter);
+    return ndjson(channel, () => channel.close());
+  });
+
+  app.get("/v1/audit", (c) => {
+    const limit = parseLimit(c.req.query("limit"));
+    const action = c.req.query("action") || undefined;
+    return c.json({ entries: audit.list({ limit, action }) });
+  });
+
+  return app;
+}
