@@ -15,13 +15,11 @@ export function renderReply(r: RelayedReply): string | undefined {
       if (r.text !== undefined) lines.push(`${who} ${(r.stream ?? "out").padEnd(6)} ${r.text}`);
       if (r.data !== undefined) lines.push(`${who} data   ${JSON.stringify(r.data)}`);
       if (r.done) {
-        const took = r.durationMs !== undefined ? ` in ${formatDuration(r.durationMs)}` : "";
-        const exit = r.exitCode !== undefined ? ` exit ${r.exitCode ?? "-"}` : "";
-        lines.push(
-          r.error
-            ? `${who} failed ${r.error.code}: ${r.error.message}${exit}${took} (job ${r.job.id})`
-            : `${who} done  ${exit}${took} (job ${r.job.id})`.replace("done   ", "done  "),
-        );
+        const parts = [r.error ? `failed ${r.error.code}: ${r.error.message}` : "done  "];
+        if (r.exitCode !== undefined) parts.push(`exit ${r.exitCode ?? "-"}`);
+        if (r.durationMs !== undefined) parts.push(`in ${formatDuration(r.durationMs)}`);
+        parts.push(`(job ${r.job.id})`);
+        lines.push(`${who} ${parts.join(" ")}`);
       }
       return lines.length ? lines.join("\n") : undefined;
     }

@@ -53,7 +53,7 @@ async function startDemoServer(http: string, dataDir: string, hash: string): Pro
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: number | undefined;
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new JwError("timeout", `${what} took longer than ${ms} ms`)), ms);
   });

@@ -6,18 +6,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-
-/** The permissions the binary runs with; the same as `deno task jw`. */
-export const PERMISSIONS = [
-  "--allow-net",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-run",
-  "--allow-sys",
-  "--unstable-worker-options",
-  "--unstable-net",
-];
+import { PERMISSIONS } from "./permissions.ts";
 
 const ALL_TARGETS = [
   "x86_64-unknown-linux-gnu",
@@ -27,31 +16,35 @@ const ALL_TARGETS = [
   "x86_64-pc-windows-msvc",
 ];
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: { target: { type: "string", multiple: true }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } },
-  strict: true,
-});
-if (values.help) {
-  console.log(`Usage: deno task compile [--target TRIPLE]... [--all]\nTargets: ${ALL_TARGETS.join(", ")}`);
-  Deno.exit(0);
-}
-const targets = values.all ? ALL_TARGETS : values.target ?? [Deno.build.target];
-let failures = 0;
-for (const target of targets) {
-  const output = `dist/jw-${target}`;
-  console.log(`compiling ${output}`);
-  const { code } = await new Deno.Command(Deno.execPath(), {
-    args: ["compile", ...PERMISSIONS, "--target", target, "--output", output, "main.ts"],
-    stdout: "inherit",
-    stderr: "inherit",
-  }).output();
-  if (code !== 0) {
-    failures++;
-    console.error(
-      `compile for ${target} failed. deno compile downloads the denort runtime; without network, ` +
-        `set DENORT_BIN=/path/to/denort (a denort of the same Deno version and target).`,
-    );
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: { target: { type: "string", multiple: true }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(`Usage: deno task compile [--target TRIPLE]... [--all]\nTargets: ${ALL_TARGETS.join(", ")}`);
+    return 0;
   }
+  const targets = values.all ? ALL_TARGETS : values.target ?? [Deno.build.target];
+  let failures = 0;
+  for (const target of targets) {
+    const output = `dist/jw-${target}`;
+    console.log(`compiling ${output}`);
+    const { code } = await new Deno.Command(Deno.execPath(), {
+      args: ["compile", ...PERMISSIONS, "--target", target, "--output", output, "main.ts"],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (code !== 0) {
+      failures++;
+      console.error(
+        `compile for ${target} failed. deno compile downloads the denort runtime; without network, ` +
+          `set DENORT_BIN=/path/to/denort (a denort of the same Deno version and target).`,
+      );
+    }
+  }
+  return failures ? 1 : 0;
 }
-Deno.exit(failures ? 1 : 0);
+
+if (import.meta.main) Deno.exit(await main());

@@ -73,7 +73,7 @@ async function loadServerId(config: ServerConfig, random: Random): Promise<strin
       throw new JwError("config", `cannot read ${path}: ${(err as Error).message}`, { cause: err });
     }
   }
-  const id = `srv-${randomId(random, 6).replace(/^[-_]+/, "")}`;
+  const id = `srv-${randomId(random, 6)}`;
   await Deno.writeTextFile(path, id + "\n");
   return id;
 }

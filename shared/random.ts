@@ -35,9 +35,15 @@ export function seededRandom(seed: number): Random {
   };
 }
 
-/** A URL-safe random id of `bytes` bytes of entropy (base64url, no padding). */
+const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/**
+ * A URL-safe random id with `bytes` bytes of entropy (base64url, no padding). It always
+ * starts with a letter or digit, so it is a valid protocol `Id` and never looks like a flag.
+ */
 export function randomId(random: Random = cryptoRandom, bytes = 12): string {
-  return base64url(random.bytes(bytes));
+  const id = base64url(random.bytes(bytes));
+  return /^[A-Za-z0-9]/.test(id) ? id : ALNUM[Math.floor(random.float() * ALNUM.length)] + id.slice(1);
 }
 
 /** base64url without padding. */

@@ -125,6 +125,8 @@ class Connection implements AgentConnection {
   #challenge: IssuedChallenge | undefined;
   #version = "";
   #helloTags: Record<string, string> = {};
+  /** The id the peer claimed in `hello`, for audit records of a failed handshake. */
+  #claimedId?: string;
   #agent: LiveAgent | undefined;
 
   readonly #onClosed?: (connection: AgentConnection) => void;
@@ -237,6 +239,7 @@ class Connection implements AgentConnection {
       if (this.#state === "hello" && frame.type === "hello") {
         this.#version = frame.version;
         this.#helloTags = frame.tags;
+        this.#claimedId = frame.agentId;
         const challenge = await this.#deps.handshake.issue(frame);
         if (this.#state !== "hello") {
           this.#deps.handshake.release(challenge);
@@ -356,7 +359,7 @@ class Connection implements AgentConnection {
 
   #failHandshake(err: JwError, ref: string | undefined, reason?: string): void {
     if (this.#done) return;
-    const agentId = this.#challenge?.agentId;
+    const agentId = this.#challenge?.agentId ?? this.#claimedId;
     this.#sendError(err, ref);
     this.#deps.audit.append({
       actor: agentId ? `agent:${agentId}` : this.address,

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { PERMISSIONS } from "../../scripts/compile.ts";
+import { PERMISSIONS } from "../../scripts/permissions.ts";
 
 const MAIN = new URL("../../main.ts", import.meta.url).pathname;
 
@@ -103,13 +103,17 @@ export class JwProcess implements AsyncDisposable {
   }
 }
 
+/** A parsed JSON line; tests index into it freely. */
+// deno-lint-ignore no-explicit-any
+export type JsonLine = Record<string, any>;
+
 /** Result of a finished `jw` invocation. */
 export interface JwResult {
   code: number;
   stdout: string;
   stderr: string;
   /** stdout lines parsed as JSON (lines that are not JSON are skipped). */
-  json: Record<string, unknown>[];
+  json: JsonLine[];
 }
 
 /** Runs `jw ARGS...` to completion. */
@@ -128,7 +132,7 @@ export async function runJw(args: string[], env: Record<string, string> = {}, st
   }
   const out = await child.output();
   const stdout = new TextDecoder().decode(out.stdout);
-  const json: Record<string, unknown>[] = [];
+  const json: JsonLine[] = [];
   for (const line of stdout.split("\n")) {
     try {
       const v = JSON.parse(line);
