@@ -177,6 +177,7 @@ class Server implements JwServer {
       clock,
       random,
       logger: logger.child("agents"),
+      onAgentError: (agentId, ref, error) => dispatcher.rejected(agentId, ref, error),
     });
     const sockets = createDenoAgentSockets(gateway);
     const app = createApp({

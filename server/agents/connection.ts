@@ -72,6 +72,11 @@ export interface ConnectionDeps {
   clock: Clock;
   random: Random;
   logger?: Logger;
+  /**
+   * Called when a ready agent sends an `error` frame about one of our frames (`ref`), e.g.
+   * a command it could not decode, so a run waiting on it can end at once.
+   */
+  onAgentError?: (agentId: string, ref: string, error: ErrorInfo) => void;
 }
 
 /**
@@ -336,6 +341,7 @@ class Connection implements AgentConnection {
           code: frame.error.code,
           message: frame.error.message,
         });
+        if (frame.ref !== undefined) this.#deps.onAgentError?.(agent.id, frame.ref, frame.error);
         return;
       default:
         this.#rejectFrame(

@@ -54,6 +54,11 @@ export interface Dispatcher {
    * audited as `command.denied`.
    */
   start(body: unknown, operator: string): Run;
+  /**
+   * An agent refused the command frame of run `ref` (it sent an `error` frame naming it):
+   * its part of that run ends with status `error` and the agent's error.
+   */
+  rejected(agentId: string, ref: string, error: { code: string; message: string }): void;
   /** Runs still waiting for agents. */
   readonly active: number;
   /**
@@ -252,6 +257,12 @@ class DispatcherImpl implements Dispatcher {
     }
     run.finishIfDone();
     return run;
+  }
+
+  rejected(agentId: string, ref: string, error: { code: string; message: string }): void {
+    for (const run of this.#runs) {
+      if (run.id === ref) run.settle(agentId, { status: "error", error: { code: error.code, message: error.message } });
+    }
   }
 
   close(): void {

@@ -190,6 +190,26 @@ Deno.test("Dispatcher run marks an agent that disconnects mid-run as closed", as
   assert.equal(summary.agents.a1.error?.code, "closed");
 });
 
+Deno.test("Dispatcher.rejected() ends that agent's part with the agent's error", async () => {
+  const { f, dispatcher } = setup();
+  using _ = f;
+  const a1 = connect(f, "a1");
+  const a2 = connect(f, "a2");
+  const run = dispatcher.start({ target: "all", job: { key: "exec.run" } }, "bob");
+  const command = commandOf(a1.sent);
+  dispatcher.rejected("a1", "some-other-run", { code: "invalid_message", message: "x" });
+  assert.equal(dispatcher.active, 1);
+  dispatcher.rejected("a1", command.id, { code: "invalid_message", message: "bad command frame" });
+  reply(f, "a2", commandOf(a2.sent), { done: true });
+  const summary = (await collect(run)).at(-1) as SummaryEvent;
+  assert.deepEqual(summary.agents.a1, {
+    status: "error",
+    error: { code: "invalid_message", message: "bad command frame" },
+  });
+  assert.equal(summary.agents.a2.status, "ok");
+  assert.equal(f.clock.pending, 0, "no timeout left behind");
+});
+
 Deno.test("Dispatcher run marks a failed send as closed", async () => {
   const { f, dispatcher } = setup();
   using _ = f;

@@ -44,6 +44,17 @@ Deno.test("bad frames from an agent are rejected, audited, and harm nobody else"
     const r = await run;
     assert.equal(r.code, 0, r.stderr);
   });
+  await t.step("an agent that refuses a command frame ends its part of the run at once", async () => {
+    const t0 = Date.now();
+    const run = server.client("run", "agent:rogue", "exec.run", '{"cmd":"/bin/echo"}', "--timeout", "20s");
+    const before = raw.frames.length;
+    const cmd = await raw.next((f) => f.type === "command" && raw.frames.indexOf(f) >= before);
+    raw.send({ type: "error", ref: cmd.id, error: { code: "invalid_message", message: "cannot read this command" } });
+    const r = await run;
+    assert.equal(r.code, 1);
+    assert.match(r.stdout, /invalid_message|1 failed/);
+    assert.ok(Date.now() - t0 < 15_000, "did not wait for the 20 s timeout");
+  });
 });
 
 Deno.test("handshake failures close the connection with a reason and are audited", async (t) => {
