@@ -1,0 +1,153 @@
+/**
+ * `startAgent`: wires identity, database, executor, registry, job runner, outbox and the
+ * connection into one running agent.
+ *
+ * @module
+ */
+import { type Clock, realClock } from "../shared/clock.ts";
+import type { AgentConfig } from "../shared/config/mod.ts";
+import { AuditLog } from "../shared/db/mod.ts";
+import { type Fs, realFs } from "../shared/fs/mod.ts";
+import { createLogger, type Logger } from "../shared/log.ts";
+import { cryptoRandom, type Random } from "../shared/random.ts";
+import { startConnection } from "./connection.ts";
+import { openAgentDatabase } from "./db.ts";
+import { createDenoExecutor } from "./deno_executor.ts";
+import { createDenoTransport } from "./deno_transport.ts";
+import { type CommandExecutor, createWhitelistExecutor } from "./executor.ts";
+import { loadIdentity } from "./identity.ts";
+import { createJobRunner } from "./jobs/mod.ts";
+import { createOutbox } from "./outbox.ts";
+import { createExecCommand, createRegistry, createTagsCommand } from "./payload/mod.ts";
+import type { Transport } from "./transport.ts";
+
+/** Seams for tests; each defaults to the real thing. */
+export interface AgentDeps {
+  /** Default `realClock`. */
+  clock?: Clock;
+  /** Default `cryptoRandom`. */
+  random?: Random;
+  /** Default `createLogger("agent:<id>", {level: config.logLevel})`. */
+  logger?: Logger;
+  /** Default the Deno executor. Always wrapped in the `allowRun` whitelist. */
+  executor?: CommandExecutor;
+  /** Default the Deno WebSocket transport. */
+  transport?: Transport;
+  /** Where the key files live. Default `realFs`. (The sqlite file is always on the real disk.) */
+  fs?: Fs;
+}
+
+/** A running agent. */
+export interface JwAgent extends AsyncDisposable {
+  /** The agent id from the config. */
+  readonly id: string;
+  /** RFC 7638 thumbprint of its public key. */
+  readonly kid: string;
+  /** True between a welcome and the end of that connection. */
+  readonly connected: boolean;
+  /** Resolves at the next welcome, or at once while connected; rejects (`closed`) on close. */
+  welcomed(): Promise<void>;
+  /**
+   * Stops reconnecting, kills running processes (their runs end with error `closed`, sent if
+   * still connected), closes the socket with 1000 and the database. Idempotent.
+   */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts an agent: loads or creates its key pair in `config.data`, opens `agent.db`, and
+ * starts the connection loop. Returns without waiting for a connection (see
+ * {@link JwAgent.welcomed}).
+ * @throws JwError `config` when the key file is unsafe or unreadable or the database
+ *   cannot be opened.
+ */
+export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Promise<JwAgent> {
+  const clock = deps.clock ?? realClock;
+  const random = deps.random ?? cryptoRandom;
+  const fs = deps.fs ?? realFs;
+  const logger = deps.logger ?? createLogger(`agent:${config.id}`, { level: config.logLevel });
+  const startedAt = clock.now();
+
+  const identity = await loadIdentity(fs, config.data);
+  const { keyPair } = identity;
+  if (identity.created) {
+    logger.info("created a key pair", { kid: keyPair.kid, path: identity.keyPath });
+  }
+
+  const db = openAgentDatabase(config.data);
+  try {
+    const audit = new AuditLog(db, clock);
+    const executor = createWhitelistExecutor(
+      deps.executor ?? createDenoExecutor({ clock }),
+      config.allowRun,
+    );
+    const registry = createRegistry();
+    registry.register(createExecCommand({ defaultTimeoutMs: config.execTimeout }));
+    registry.register(createTagsCommand());
+
+    const tags: Record<string, string> = { ...config.tags };
+    const outbox = createOutbox(logger);
+    const runner = createJobRunner({
+      agentId: config.id,
+      registry,
+      executor,
+      clock,
+      random,
+      logger,
+      audit,
+      send: (frame) => {
+        if (!connection.send(frame)) outbox.push(frame);
+      },
+      setTags: (changes) => {
+        for (const [name, value] of Object.entries(changes)) {
+          if (value === null) delete tags[name];
+          else tags[name] = value;
+        }
+      },
+    });
+    const connection = startConnection({
+      agentId: config.id,
+      server: config.server,
+      keyPair,
+      tags: () => ({ ...tags }),
+      reconnect: config.reconnect,
+      maxFrame: config.maxFrame,
+      transport: deps.transport ?? createDenoTransport(),
+      clock,
+      random,
+      logger,
+      audit,
+      running: () => runner.running,
+      startedAt,
+      onWelcome: () => {
+        const sent = outbox.drain((frame) => connection.send(frame));
+        if (sent > 0) logger.info("sent replies queued while disconnected", { frames: sent });
+      },
+      onCommand: (frame, serverId) => void runner.run(frame, serverId),
+    });
+
+    let closing: Promise<void> | undefined;
+    const close = (): Promise<void> =>
+      closing ??= (async () => {
+        await runner.close();
+        await connection.close();
+        db.close();
+        logger.info("stopped");
+      })();
+
+    logger.info("started", { kid: keyPair.kid, server: config.server });
+    return {
+      id: config.id,
+      kid: keyPair.kid,
+      get connected() {
+        return connection.connected;
+      },
+      welcomed: () => connection.welcomed(),
+      close,
+      [Symbol.asyncDispose]: close,
+    };
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * The agent's sqlite database, DATA/agent.db. It holds the audit log; the jobs table comes
+ * in a later version.
+ *
+ * @module
+ */
+import { mkdirSync } from "node:fs";
+import { posix } from "node:path";
+import {
+  auditMigration,
+  type DatabaseSync,
+  type Migration,
+  openDatabase,
+} from "../shared/db/mod.ts";
+
+/** The agent's migrations, in order. Append only. */
+export const agentMigrations: readonly Migration[] = [auditMigration];
+
+/** The database file name inside the data directory. */
+export const AGENT_DB_FILE = "agent.db";
+
+/**
+ * Opens (creating if needed) `dataDir/agent.db` on the real disk, creating `dataDir` too,
+ * and applies {@link agentMigrations}. Pass ":memory:" for an in-memory database.
+ * The caller owns the handle and must close it.
+ * @throws JwError `config` when the directory or database cannot be opened.
+ */
+export function openAgentDatabase(dataDir: string): DatabaseSync {
+  if (dataDir === ":memory:") return openDatabase(":memory:", agentMigrations);
+  try {
+    mkdirSync(dataDir, { recursive: true });
+  } catch {
+    // openDatabase reports the failure with the path
+  }
+  return openDatabase(posix.join(dataDir, AGENT_DB_FILE), agentMigrations);
+}
