@@ -5,7 +5,13 @@
  * @module
  */
 import { JwError } from "../shared/errors.ts";
-import type { AgentInfo, AuditRecord, RelayedReply, RunEvent, RunRequest } from "../shared/protocol/operator.ts";
+import type {
+  AgentInfo,
+  AuditRecord,
+  RelayedReply,
+  RunEvent,
+  RunRequest,
+} from "../shared/protocol/operator.ts";
 
 /** Where and as whom to connect. */
 export interface ApiOptions {
@@ -76,7 +82,9 @@ export class ApiClient {
       });
     } catch (err) {
       if (init.signal?.aborted) throw err;
-      throw new JwError("not_connected", `cannot reach ${this.#base}: ${(err as Error).message}`, { cause: err });
+      throw new JwError("not_connected", `cannot reach ${this.#base}: ${(err as Error).message}`, {
+        cause: err,
+      });
     }
     if (res.ok) return res;
     let body: { error?: { code?: string; message?: string } } = {};
@@ -85,7 +93,8 @@ export class ApiClient {
     } catch {
       // not JSON: fall through to the status line
     }
-    const code = (body.error?.code ?? (res.status === 401 ? "unauthorized" : "internal")) as JwError["code"];
+    const code =
+      (body.error?.code ?? (res.status === 401 ? "unauthorized" : "internal")) as JwError["code"];
     throw new JwError(code, body.error?.message ?? `${res.status} ${res.statusText}`);
   }
 }

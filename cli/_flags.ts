@@ -31,9 +31,13 @@ export function parseFlags(argv: string[], options: Options, allowPositionals = 
     });
     return { values: values as Parsed["values"], positionals };
   } catch (err) {
-    throw new JwError("usage", (err as Error).message.replace(/\. To specify a positional.*$/s, ""), {
-      cause: err,
-    });
+    throw new JwError(
+      "usage",
+      (err as Error).message.replace(/\. To specify a positional.*$/s, ""),
+      {
+        cause: err,
+      },
+    );
   }
 }
 
@@ -54,7 +58,10 @@ export function list(p: Parsed, name: string): string[] | undefined {
  * Turns repeated `k=v` flags into an object.
  * @throws JwError `usage` for an item without `=`.
  */
-export function keyValues(items: string[] | undefined, flag: string): Record<string, string> | undefined {
+export function keyValues(
+  items: string[] | undefined,
+  flag: string,
+): Record<string, string> | undefined {
   if (!items) return undefined;
   const out: Record<string, string> = {};
   for (const item of items) {
@@ -76,7 +83,9 @@ export async function readConfigFile(p: Parsed): Promise<{ file?: unknown; fileN
   try {
     text = await Deno.readTextFile(fileName);
   } catch (err) {
-    throw new JwError("config", `cannot read config file ${fileName}: ${(err as Error).message}`, { cause: err });
+    throw new JwError("config", `cannot read config file ${fileName}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   return { file: parseConfigText(text, fileName), fileName };
 }

@@ -3,7 +3,12 @@
  *
  * @module
  */
-import type { AgentInfo, AgentOutcome, RelayedReply, SummaryEvent } from "../shared/protocol/operator.ts";
+import type {
+  AgentInfo,
+  AgentOutcome,
+  RelayedReply,
+  SummaryEvent,
+} from "../shared/protocol/operator.ts";
 import { formatDuration } from "../shared/units.ts";
 
 /** One line (or none) for a reply, as `jw client run` and `tail` print it. */
@@ -24,7 +29,9 @@ export function renderReply(r: RelayedReply): string | undefined {
       return lines.length ? lines.join("\n") : undefined;
     }
     case "log":
-      return `${who} ${r.level.padEnd(6)} ${r.message}${r.fields ? " " + JSON.stringify(r.fields) : ""}`;
+      return `${who} ${r.level.padEnd(6)} ${r.message}${
+        r.fields ? " " + JSON.stringify(r.fields) : ""
+      }`;
     case "setTag":
       return `${who} tags   ${
         Object.entries(r.tags).map(([k, v]) => (v === null ? `-${k}` : `${k}=${v}`)).join(" ")
@@ -42,12 +49,19 @@ export function renderSummary(s: SummaryEvent): string[] {
   const out: string[] = [];
   const entries = Object.entries(s.agents);
   for (const [agent, o] of entries) {
-    if (o.status === "timeout" || o.status === "not_connected" || (o.status === "error" && o.error?.code === "closed")) {
+    if (
+      o.status === "timeout" || o.status === "not_connected" ||
+      (o.status === "error" && o.error?.code === "closed")
+    ) {
       out.push(`[${agent}] ${o.status}: ${o.error?.message ?? "no answer before the timeout"}`);
     }
   }
   const ok = entries.filter(([, o]) => succeeded(o)).length;
-  out.push(`${entries.length} agent${entries.length === 1 ? "" : "s"}: ${ok} ok, ${entries.length - ok} failed`);
+  out.push(
+    `${entries.length} agent${entries.length === 1 ? "" : "s"}: ${ok} ok, ${
+      entries.length - ok
+    } failed`,
+  );
   return out;
 }
 
@@ -69,5 +83,6 @@ export function renderAgents(agents: AgentInfo[], now = Date.now()): string {
     ]);
   }
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  ")).join("\n");
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  "))
+    .join("\n");
 }

@@ -6,7 +6,15 @@
 import { loadConfig } from "../shared/config/load.ts";
 import { AgentConfig, agentEnv } from "../shared/config/agent.ts";
 import { startAgent } from "../agent/mod.ts";
-import { environment, keyValues, list, parseFlags, readConfigFile, str, waitForShutdownSignal } from "./_flags.ts";
+import {
+  environment,
+  keyValues,
+  list,
+  parseFlags,
+  readConfigFile,
+  str,
+  waitForShutdownSignal,
+} from "./_flags.ts";
 
 const USAGE = `Usage: jw agent --id ID --server URL [options]
 

@@ -13,7 +13,15 @@ import { parseTarget } from "../shared/protocol/operator.ts";
 import { parseDuration } from "../shared/units.ts";
 import { ApiClient } from "./_api.ts";
 import { renderAgents, renderReply, renderSummary, succeeded } from "./_render.ts";
-import { environment, keyValues, list, type Parsed, parseFlags, readConfigFile, str } from "./_flags.ts";
+import {
+  environment,
+  keyValues,
+  list,
+  type Parsed,
+  parseFlags,
+  readConfigFile,
+  str,
+} from "./_flags.ts";
 
 const USAGE = `Usage: jw client [connection options] <command> [options]
 
@@ -87,7 +95,9 @@ export async function clientCommand(argv: string[]): Promise<number> {
   }
   if (!sub) throw new JwError("usage", "missing command: agents, run, tail or audit");
   const allowed = PER_COMMAND[sub];
-  if (!allowed) throw new JwError("usage", `unknown client command "${sub}": use agents, run, tail or audit`);
+  if (!allowed) {
+    throw new JwError("usage", `unknown client command "${sub}": use agents, run, tail or audit`);
+  }
   for (const [flag, value] of Object.entries(p.values)) {
     if (value !== undefined && !CONNECTION.includes(flag) && !allowed.includes(flag)) {
       throw new JwError("usage", `--${flag} does not apply to "client ${sub}"`);
@@ -114,20 +124,27 @@ export async function clientCommand(argv: string[]): Promise<number> {
 }
 
 function noArgs(command: string, args: string[]): void {
-  if (args.length) throw new JwError("usage", `"client ${command}" takes no arguments, got "${args.join(" ")}"`);
+  if (args.length) {
+    throw new JwError("usage", `"client ${command}" takes no arguments, got "${args.join(" ")}"`);
+  }
 }
 
 async function agentsCommand(api: ApiClient, args: string[], json: boolean): Promise<number> {
   noArgs("agents", args);
   const agents = await api.agents();
-  console.log(json ? JSON.stringify(agents) : agents.length ? renderAgents(agents) : "no agents yet");
+  console.log(
+    json ? JSON.stringify(agents) : agents.length ? renderAgents(agents) : "no agents yet",
+  );
   return 0;
 }
 
 /** Parses `run`'s positionals and flags into a request body. */
 export function buildRunRequest(p: Parsed, args: string[]) {
   if (args.length < 2 || args.length > 3) {
-    throw new JwError("usage", "run needs TARGET KEY [ARGS_JSON], e.g. run all exec.run '{\"cmd\":\"/bin/echo\"}'");
+    throw new JwError(
+      "usage",
+      'run needs TARGET KEY [ARGS_JSON], e.g. run all exec.run \'{"cmd":"/bin/echo"}\'',
+    );
   }
   const [target, key, argsJson] = args;
   parseTarget(target);
@@ -150,27 +167,43 @@ export function buildRunRequest(p: Parsed, args: string[]) {
     } catch (err) {
       throw new JwError("usage", `--meta-json is not valid JSON: ${(err as Error).message}`);
     }
-    if (!meta || typeof meta !== "object" || Array.isArray(meta)) throw new JwError("usage", "--meta-json must be a JSON object");
+    if (!meta || typeof meta !== "object" || Array.isArray(meta)) {
+      throw new JwError("usage", "--meta-json must be a JSON object");
+    }
   }
   const pairs = keyValues(list(p, "meta"), "meta");
   if (pairs) meta = { ...meta, ...pairs };
   const timeoutText = str(p, "timeout") ?? "30s";
   const timeoutMs = parseDuration(timeoutText);
-  if (!timeoutMs || timeoutMs <= 0) throw new JwError("usage", `--timeout expects a duration like "30s", got "${timeoutText}"`);
+  if (!timeoutMs || timeoutMs <= 0) {
+    throw new JwError("usage", `--timeout expects a duration like "30s", got "${timeoutText}"`);
+  }
   const job = JobSpec.safeParse({ id: str(p, "id"), key, args: jobArgs });
   if (!job.success) throw new JwError("usage", `bad job: ${describeIssues(job.error)}`);
   return { target, job: job.data, meta, timeoutMs };
 }
 
-async function runCommand(api: ApiClient, p: Parsed, args: string[], json: boolean): Promise<number> {
+async function runCommand(
+  api: ApiClient,
+  p: Parsed,
+  args: string[],
+  json: boolean,
+): Promise<number> {
   const request = buildRunRequest(p, args);
   const abort = new AbortController();
   // The server ends the stream at the timeout; this is a backstop for a silent server.
-  const backstop = setTimeout(() => abort.abort(new JwError("timeout", "server did not finish the run")), request.timeoutMs + 15_000);
+  const backstop = setTimeout(
+    () => abort.abort(new JwError("timeout", "server did not finish the run")),
+    request.timeoutMs + 15_000,
+  );
   try {
     for await (const event of api.run(request, abort.signal)) {
       if (event.type === "dispatched") {
-        if (!json) console.error(`sent ${request.job.key} to ${event.agents.length} agent(s) as ${event.id}`);
+        if (!json) {
+          console.error(
+            `sent ${request.job.key} to ${event.agents.length} agent(s) as ${event.id}`,
+          );
+        }
         continue;
       }
       if (event.type === "summary") {
@@ -195,10 +228,17 @@ async function runCommand(api: ApiClient, p: Parsed, args: string[], json: boole
   }
 }
 
-async function tailCommand(api: ApiClient, p: Parsed, args: string[], json: boolean): Promise<number> {
+async function tailCommand(
+  api: ApiClient,
+  p: Parsed,
+  args: string[],
+  json: boolean,
+): Promise<number> {
   noArgs("tail", args);
   const tag = str(p, "tag");
-  if (tag !== undefined && !/^[^=]+=/.test(tag)) throw new JwError("usage", `--tag expects NAME=VALUE, got "${tag}"`);
+  if (tag !== undefined && !/^[^=]+=/.test(tag)) {
+    throw new JwError("usage", `--tag expects NAME=VALUE, got "${tag}"`);
+  }
   const abort = new AbortController();
   const stop = () => abort.abort();
   Deno.addSignalListener("SIGINT", stop);
@@ -218,10 +258,17 @@ async function tailCommand(api: ApiClient, p: Parsed, args: string[], json: bool
   return 0;
 }
 
-async function auditCommand(api: ApiClient, p: Parsed, args: string[], json: boolean): Promise<number> {
+async function auditCommand(
+  api: ApiClient,
+  p: Parsed,
+  args: string[],
+  json: boolean,
+): Promise<number> {
   noArgs("audit", args);
   const limit = Number(str(p, "limit") ?? "50");
-  if (!Number.isInteger(limit) || limit < 1) throw new JwError("usage", `--limit expects a positive integer`);
+  if (!Number.isInteger(limit) || limit < 1) {
+    throw new JwError("usage", `--limit expects a positive integer`);
+  }
   const entries = await api.audit({ limit, action: str(p, "action") });
   if (json) {
     console.log(JSON.stringify(entries));

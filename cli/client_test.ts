@@ -21,7 +21,19 @@ function usage(fn: () => unknown, pattern: RegExp): void {
 }
 
 Deno.test("buildRunRequest() assembles target, job, meta and timeout", () => {
-  const req = build("tag:role=web", "exec.run", '{"cmd":"/bin/echo"}', "--id", "j1", "--meta-json", '{"a":{"b":1}}', "--meta", "c=2", "--timeout", "5s");
+  const req = build(
+    "tag:role=web",
+    "exec.run",
+    '{"cmd":"/bin/echo"}',
+    "--id",
+    "j1",
+    "--meta-json",
+    '{"a":{"b":1}}',
+    "--meta",
+    "c=2",
+    "--timeout",
+    "5s",
+  );
   assert.deepEqual(req, {
     target: "tag:role=web",
     job: { id: "j1", key: "exec.run", args: { cmd: "/bin/echo" } },
@@ -35,20 +47,38 @@ Deno.test("buildRunRequest() refuses bad input with usage errors", async (t) => 
   await t.step("bad target", () => usage(() => build("everyone", "exec.run"), /bad target/));
   await t.step("bad key", () => usage(() => build("all", "exec"), /category\.name/));
   await t.step("args array", () => usage(() => build("all", "exec.run", "[]"), /JSON object/));
-  await t.step("meta without =", () => usage(() => build("all", "exec.run", "--meta", "x"), /KEY=VALUE/));
+  await t.step(
+    "meta without =",
+    () => usage(() => build("all", "exec.run", "--meta", "x"), /KEY=VALUE/),
+  );
   await t.step("bad job id", () => usage(() => build("all", "exec.run", "--id", "-x"), /id/));
   await t.step("unknown flag", () => usage(() => build("all", "exec.run", "--shell"), /shell/));
 });
 
 Deno.test("renderReply() and renderSummary() show agent, stream and outcome", () => {
-  const base = { v: 1 as const, id: "e", job: { id: "j", key: "exec.run" }, seq: 0, ts: 0, agent: "a1" };
-  assert.equal(renderReply({ ...base, type: "output", stream: "stdout", text: "hi" }), "[a1] stdout hi");
+  const base = {
+    v: 1 as const,
+    id: "e",
+    job: { id: "j", key: "exec.run" },
+    seq: 0,
+    ts: 0,
+    agent: "a1",
+  };
+  assert.equal(
+    renderReply({ ...base, type: "output", stream: "stdout", text: "hi" }),
+    "[a1] stdout hi",
+  );
   assert.match(
     renderReply({ ...base, type: "output", done: true, exitCode: 0, error: null, durationMs: 12 })!,
     /^\[a1\] done +exit 0 in 12ms \(job j\)$/,
   );
   assert.match(
-    renderReply({ ...base, type: "output", done: true, error: { code: "timeout", message: "killed after 1s" } })!,
+    renderReply({
+      ...base,
+      type: "output",
+      done: true,
+      error: { code: "timeout", message: "killed after 1s" },
+    })!,
     /failed timeout: killed after 1s/,
   );
   const summary = renderSummary({
@@ -60,6 +90,9 @@ Deno.test("renderReply() and renderSummary() show agent, stream and outcome", ()
       a3: { status: "ok", error: null, exitCode: 2 },
     },
   });
-  assert.deepEqual(summary, ["[a2] timeout: no answer before the timeout", "3 agents: 1 ok, 2 failed"]);
+  assert.deepEqual(summary, [
+    "[a2] timeout: no answer before the timeout",
+    "3 agents: 1 ok, 2 failed",
+  ]);
   assert.equal(succeeded({ status: "ok", error: null, exitCode: 2 }), false);
 });

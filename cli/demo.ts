@@ -10,7 +10,7 @@ import { JwError } from "../shared/errors.ts";
 import { AgentConfig } from "../shared/config/agent.ts";
 import { ServerConfig } from "../shared/config/server.ts";
 import { randomId } from "../shared/random.ts";
-import { startServer, type JwServer } from "../server/mod.ts";
+import { type JwServer, startServer } from "../server/mod.ts";
 import { type JwAgent, startAgent } from "../agent/mod.ts";
 import { ApiClient } from "./_api.ts";
 import { renderReply, renderSummary, succeeded } from "./_render.ts";
@@ -26,7 +26,16 @@ Options:
   --once            exit after the sample command (exit code 1 if it failed)
   --http HOST:PORT  server address, default 127.0.0.1:7400 (or a free port if taken)`;
 
-const PROGRAM_CANDIDATES = ["/bin/echo", "/usr/bin/echo", "/usr/bin/uname", "/bin/uname", "/bin/date", "/usr/bin/date", "/usr/bin/id", "/bin/hostname"];
+const PROGRAM_CANDIDATES = [
+  "/bin/echo",
+  "/usr/bin/echo",
+  "/usr/bin/uname",
+  "/bin/uname",
+  "/bin/date",
+  "/usr/bin/date",
+  "/usr/bin/id",
+  "/bin/hostname",
+];
 
 async function existing(paths: string[]): Promise<string[]> {
   const found: string[] = [];
@@ -42,11 +51,18 @@ async function existing(paths: string[]): Promise<string[]> {
 
 async function startDemoServer(http: string, dataDir: string, hash: string): Promise<JwServer> {
   const make = (addr: string) =>
-    ServerConfig.parse({ http: addr, data: `${dataDir}/server`, auth: { users: [{ name: "admin", bcrypt: hash }] }, logLevel: "warn" });
+    ServerConfig.parse({
+      http: addr,
+      data: `${dataDir}/server`,
+      auth: { users: [{ name: "admin", bcrypt: hash }] },
+      logLevel: "warn",
+    });
   try {
     return await startServer(make(http));
   } catch (err) {
-    if (!(err instanceof Deno.errors.AddrInUse) && !String((err as Error).message).includes("in use")) throw err;
+    if (
+      !(err instanceof Deno.errors.AddrInUse) && !String((err as Error).message).includes("in use")
+    ) throw err;
     console.error(`(${http} is taken; using a free port)`);
     return await startServer(make(http.replace(/:\d+$/, ":0")));
   }
@@ -55,7 +71,10 @@ async function startDemoServer(http: string, dataDir: string, hash: string): Pro
 function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new JwError("timeout", `${what} took longer than ${ms} ms`)), ms);
+    timer = setTimeout(
+      () => reject(new JwError("timeout", `${what} took longer than ${ms} ms`)),
+      ms,
+    );
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
@@ -97,11 +116,19 @@ export async function demoCommand(argv: string[]): Promise<number> {
     console.log(`$ jw client run all exec.run '${JSON.stringify(sample)}' --meta demo=yes`);
     const api = new ApiClient({ server: server.url, user: "admin", password });
     let ok = false;
-    for await (const event of api.run({ target: "all", job: { key: "exec.run", args: sample }, meta: { demo: "yes" }, timeoutMs: 15_000 })) {
+    for await (
+      const event of api.run({
+        target: "all",
+        job: { key: "exec.run", args: sample },
+        meta: { demo: "yes" },
+        timeoutMs: 15_000,
+      })
+    ) {
       if (event.type === "dispatched") continue;
       if (event.type === "summary") {
         for (const line of renderSummary(event)) console.log(line);
-        ok = Object.values(event.agents).length === 2 && Object.values(event.agents).every(succeeded);
+        ok = Object.values(event.agents).length === 2 &&
+          Object.values(event.agents).every(succeeded);
         continue;
       }
       const line = renderReply(event);
@@ -114,7 +141,9 @@ export async function demoCommand(argv: string[]): Promise<number> {
 Try next (in another terminal, from this checkout):
   export JW_PASSWORD='${password}'
   ${jw} ${conn} agents
-  ${jw} ${conn} run agent:demo-1 exec.run '{"cmd":"${allowRun[0]}","args":["hello"]}' --meta ticket=42
+  ${jw} ${conn} run agent:demo-1 exec.run '{"cmd":"${
+      allowRun[0]
+    }","args":["hello"]}' --meta ticket=42
   ${jw} ${conn} run tag:zone=b tags.set '{"tags":{"color":"green"}}'
   ${jw} ${conn} --json run all exec.run '{"cmd":"${uname}","args":["-a"]}'
   ${jw} ${conn} tail

@@ -57,8 +57,12 @@ export async function main(argv: string[]): Promise<number> {
 export function reportError(err: unknown, command?: string): number {
   const e = toJwError(err);
   const prefix = command && commands[command] ? `jw ${command}` : "jw";
-  console.error(`${prefix}: ${e.code === "usage" || e.code === "config" ? "" : e.code + ": "}${e.message}`);
+  console.error(
+    `${prefix}: ${e.code === "usage" || e.code === "config" ? "" : e.code + ": "}${e.message}`,
+  );
   if (isJwError(err, "usage")) console.error(`(see: ${prefix} --help)`);
-  if (e.code === "internal" && e.cause instanceof Error && e.cause.stack) console.error(e.cause.stack);
+  if (e.code === "internal" && e.cause instanceof Error && e.cause.stack) {
+    console.error(e.cause.stack);
+  }
   return e.code === "usage" || e.code === "config" ? 2 : 1;
 }

@@ -65,7 +65,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const server = await startServer(config);
   console.log(`jw server ${server.id} listening on ${server.url}`);
   if (config.auth.users.length === 0) {
-    console.error("jw server: warning: no operator users configured (auth.users); the /v1/ API will refuse every login");
+    console.error(
+      "jw server: warning: no operator users configured (auth.users); the /v1/ API will refuse every login",
+    );
   }
   const signal = await waitForShutdownSignal();
   console.error(`jw server: ${signal}, shutting down`);
@@ -84,7 +86,12 @@ async function hashPassword(argv: string[]): Promise<number> {
     throw new JwError("usage", `--cost must be an integer from 4 to 15, got "${str(p, "cost")}"`);
   }
   const password = (await new Response(Deno.stdin.readable).text()).replace(/\r?\n$/, "");
-  if (password.length === 0) throw new JwError("usage", "no password on stdin (try: echo -n secret | jw server hash-password)");
+  if (password.length === 0) {
+    throw new JwError(
+      "usage",
+      "no password on stdin (try: echo -n secret | jw server hash-password)",
+    );
+  }
   if (new TextEncoder().encode(password).length > 72) {
     throw new JwError("usage", "password is longer than 72 bytes, which bcrypt cannot use in full");
   }

@@ -19,11 +19,17 @@ const ALL_TARGETS = [
 async function main(): Promise<number> {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { target: { type: "string", multiple: true }, all: { type: "boolean" }, help: { type: "boolean", short: "h" } },
+    options: {
+      target: { type: "string", multiple: true },
+      all: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
     strict: true,
   });
   if (values.help) {
-    console.log(`Usage: deno task compile [--target TRIPLE]... [--all]\nTargets: ${ALL_TARGETS.join(", ")}`);
+    console.log(
+      `Usage: deno task compile [--target TRIPLE]... [--all]\nTargets: ${ALL_TARGETS.join(", ")}`,
+    );
     return 0;
   }
   const targets = values.all ? ALL_TARGETS : values.target ?? [Deno.build.target];

@@ -43,7 +43,9 @@ const ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
  */
 export function randomId(random: Random = cryptoRandom, bytes = 12): string {
   const id = base64url(random.bytes(bytes));
-  return /^[A-Za-z0-9]/.test(id) ? id : ALNUM[Math.floor(random.float() * ALNUM.length)] + id.slice(1);
+  return /^[A-Za-z0-9]/.test(id)
+    ? id
+    : ALNUM[Math.floor(random.float() * ALNUM.length)] + id.slice(1);
 }
 
 /** base64url without padding. */

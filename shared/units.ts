@@ -4,7 +4,13 @@
  * @module
  */
 
-const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const DURATION_UNITS: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+};
 const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)/;
 
 /**

@@ -261,7 +261,12 @@ class DispatcherImpl implements Dispatcher {
 
   rejected(agentId: string, ref: string, error: { code: string; message: string }): void {
     for (const run of this.#runs) {
-      if (run.id === ref) run.settle(agentId, { status: "error", error: { code: error.code, message: error.message } });
+      if (run.id === ref) {
+        run.settle(agentId, {
+          status: "error",
+          error: { code: error.code, message: error.message },
+        });
+      }
     }
   }
 

@@ -17,7 +17,8 @@ export const AgentConfig = z.object({
   /** Data directory: key pair, sqlite database. Default "./jw-data/agent". */
   data: z.string().min(1).default("./jw-data/agent"),
   /** Absolute paths of programs `exec.run` may start. Default [] (nothing). */
-  allowRun: z.array(z.string().startsWith("/", "whitelisted programs must be absolute paths")).default([]),
+  allowRun: z.array(z.string().startsWith("/", "whitelisted programs must be absolute paths"))
+    .default([]),
   /** Tags sent in `hello`. Default {}. */
   tags: Tags.default({}),
   /** Largest frame accepted from the server. Default "1MiB". */

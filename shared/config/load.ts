@@ -103,9 +103,13 @@ export function loadConfig<S extends z.ZodType>(schema: S, sources: ConfigSource
   const issue = result.error.issues[0];
   const path = issue.path.join(".") || "(top level)";
   let message = issue.message;
-  if (issue.code === "invalid_type" && message.endsWith("received undefined")) message = "is required";
+  if (issue.code === "invalid_type" && message.endsWith("received undefined")) {
+    message = "is required";
+  }
   if (issue.code === "unrecognized_keys") {
-    message = `unknown key${issue.keys.length > 1 ? "s" : ""} ${issue.keys.map((k) => `"${k}"`).join(", ")}`;
+    message = `unknown key${issue.keys.length > 1 ? "s" : ""} ${
+      issue.keys.map((k) => `"${k}"`).join(", ")
+    }`;
   }
   const where = sources.fileName ? ` (from ${sources.fileName}, env or flags)` : "";
   throw new JwError("config", `config ${path}: ${message}${where}`, { detail: { path } });

@@ -23,7 +23,10 @@ Deno.test("loadConfig() fills documented server defaults", () => {
 });
 
 Deno.test("loadConfig() merges file < env < flags", () => {
-  const file = parseConfigText("http: 127.0.0.1:1000\ndata: /from/file\nagents:\n  heartbeat: 5s\n", "f.yaml");
+  const file = parseConfigText(
+    "http: 127.0.0.1:1000\ndata: /from/file\nagents:\n  heartbeat: 5s\n",
+    "f.yaml",
+  );
   const c = loadConfig(ServerConfig, {
     file,
     env: { JW_HTTP: "127.0.0.1:2000", JW_DATA: "/from/env" },
@@ -38,22 +41,36 @@ Deno.test("loadConfig() merges file < env < flags", () => {
 
 Deno.test("loadConfig() rejects unknown keys and bad values with the key path", async (t) => {
   await t.step("unknown nested key", () => {
-    const msg = configError(() => loadConfig(ServerConfig, { file: { agents: { heartbeet: "1s" } } }));
+    const msg = configError(() =>
+      loadConfig(ServerConfig, { file: { agents: { heartbeet: "1s" } } })
+    );
     assert.match(msg, /agents: unknown key "heartbeet"/);
   });
   await t.step("bad duration", () => {
-    const msg = configError(() => loadConfig(ServerConfig, { file: { agents: { heartbeat: "soon" } } }));
+    const msg = configError(() =>
+      loadConfig(ServerConfig, { file: { agents: { heartbeat: "soon" } } })
+    );
     assert.match(msg, /agents\.heartbeat: expected a duration/);
   });
   await t.step("bad address", () => {
-    assert.match(configError(() => loadConfig(ServerConfig, { flags: { http: "localhost" } })), /http: expected HOST:PORT/);
+    assert.match(
+      configError(() => loadConfig(ServerConfig, { flags: { http: "localhost" } })),
+      /http: expected HOST:PORT/,
+    );
   });
   await t.step("missing required agent id", () => {
-    assert.match(configError(() => loadConfig(AgentConfig, { flags: { server: "http://x:1" } })), /config id: is required/);
+    assert.match(
+      configError(() => loadConfig(AgentConfig, { flags: { server: "http://x:1" } })),
+      /config id: is required/,
+    );
   });
   await t.step("relative whitelist path", () => {
     const msg = configError(() =>
-      loadConfig(AgentConfig, { env: { JW_ALLOW_RUN: "/bin/echo,echo" }, envMap: agentEnv, flags: { id: "a", server: "http://x:1" } })
+      loadConfig(AgentConfig, {
+        env: { JW_ALLOW_RUN: "/bin/echo,echo" },
+        envMap: agentEnv,
+        flags: { id: "a", server: "http://x:1" },
+      })
     );
     assert.match(msg, /allowRun\.1: whitelisted programs must be absolute paths/);
   });
@@ -61,6 +78,9 @@ Deno.test("loadConfig() rejects unknown keys and bad values with the key path", 
     assert.match(configError(() => parseConfigText("a: [1,", "bad.yaml")), /^bad\.yaml: /);
   });
   await t.step("top-level list", () => {
-    assert.match(configError(() => parseConfigText("- 1\n- 2\n", "list.yaml")), /top level must be a mapping/);
+    assert.match(
+      configError(() => parseConfigText("- 1\n- 2\n", "list.yaml")),
+      /top level must be a mapping/,
+    );
   });
 });

@@ -10,9 +10,15 @@ import type { EnvBinding } from "./load.ts";
 /** An operator with fixed credentials. */
 export const UserConfig = z.object({
   /** Login name. */
-  name: z.string().regex(/^[A-Za-z0-9._@-]{1,64}$/, "user names are 1-64 of letters, digits, . _ @ -"),
+  name: z.string().regex(
+    /^[A-Za-z0-9._@-]{1,64}$/,
+    "user names are 1-64 of letters, digits, . _ @ -",
+  ),
   /** bcrypt hash of the password (`jw server hash-password`). */
-  bcrypt: z.string().regex(/^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/, "must be a bcrypt hash ($2b$...)"),
+  bcrypt: z.string().regex(
+    /^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/,
+    "must be a bcrypt hash ($2b$...)",
+  ),
 }).strict();
 
 /** The server config schema. */

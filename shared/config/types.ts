@@ -11,7 +11,10 @@ import { parseDuration, parseSize } from "../units.ts";
 export const Duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
   if (ms === undefined) {
-    ctx.addIssue({ code: "custom", message: `expected a duration like "30s" or "250ms", got ${JSON.stringify(v)}` });
+    ctx.addIssue({
+      code: "custom",
+      message: `expected a duration like "30s" or "250ms", got ${JSON.stringify(v)}`,
+    });
     return z.NEVER;
   }
   return ms;
@@ -21,7 +24,10 @@ export const Duration = z.union([z.string(), z.number()]).transform((v, ctx) => 
 export const Size = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const n = parseSize(v);
   if (n === undefined || n <= 0) {
-    ctx.addIssue({ code: "custom", message: `expected a size like "1MiB" or "512KiB", got ${JSON.stringify(v)}` });
+    ctx.addIssue({
+      code: "custom",
+      message: `expected a size like "1MiB" or "512KiB", got ${JSON.stringify(v)}`,
+    });
     return z.NEVER;
   }
   return n;
@@ -32,7 +38,10 @@ export const HostPort = z.string().transform((v, ctx) => {
   const m = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/.exec(v);
   const port = m ? Number(m[2]) : -1;
   if (!m || port > 65535) {
-    ctx.addIssue({ code: "custom", message: `expected HOST:PORT like "127.0.0.1:7400", got ${JSON.stringify(v)}` });
+    ctx.addIssue({
+      code: "custom",
+      message: `expected HOST:PORT like "127.0.0.1:7400", got ${JSON.stringify(v)}`,
+    });
     return z.NEVER;
   }
   return { hostname: m[1].replace(/^\[|\]$/g, ""), port };

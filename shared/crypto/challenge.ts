@@ -42,7 +42,9 @@ export async function verifyChallengeResponse(
       algorithms: ["EdDSA"],
     }));
   } catch (err) {
-    throw new JwError("bad_signature", "challenge response signature does not verify", { cause: err });
+    throw new JwError("bad_signature", "challenge response signature does not verify", {
+      cause: err,
+    });
   }
   let claims: ChallengeClaims;
   try {
@@ -58,7 +60,10 @@ export async function verifyChallengeResponse(
   }
   for (const k of ["iat", "exp", "aud", "sub", "kid"] as const) {
     if (claims[k] !== issued.claims[k]) {
-      throw new JwError("bad_signature", `challenge response claim "${k}" differs from the challenge`);
+      throw new JwError(
+        "bad_signature",
+        `challenge response claim "${k}" differs from the challenge`,
+      );
     }
   }
   return claims;

@@ -21,13 +21,30 @@ Deno.test("verifyChallengeResponse() rejects other keys, other nonces and altere
   const { pair, header, claims } = await setup();
   const other = await generateKeyPair();
   const expectCode = async (jws: string, code: string) => {
-    await assert.rejects(verifyChallengeResponse(jws, pair.publicJwk, { header, claims }), (e) => isJwError(e) && e.code === code);
+    await assert.rejects(
+      verifyChallengeResponse(jws, pair.publicJwk, { header, claims }),
+      (e) => isJwError(e) && e.code === code,
+    );
   };
-  await t.step("signed by another key", async () => await expectCode(await signChallenge(other.privateKey, header, claims), "bad_signature"));
+  await t.step(
+    "signed by another key",
+    async () =>
+      await expectCode(await signChallenge(other.privateKey, header, claims), "bad_signature"),
+  );
   await t.step("different nonce", async () => {
-    await expectCode(await signChallenge(pair.privateKey, header, { ...claims, nonce: "m".repeat(32) }), "replayed");
+    await expectCode(
+      await signChallenge(pair.privateKey, header, { ...claims, nonce: "m".repeat(32) }),
+      "replayed",
+    );
   });
-  await t.step("stretched expiry", async () => await expectCode(await signChallenge(pair.privateKey, header, { ...claims, exp: 9999 }), "bad_signature"));
+  await t.step(
+    "stretched expiry",
+    async () =>
+      await expectCode(
+        await signChallenge(pair.privateKey, header, { ...claims, exp: 9999 }),
+        "bad_signature",
+      ),
+  );
   await t.step("garbage", async () => await expectCode("a.b.c", "bad_signature"));
 });
 

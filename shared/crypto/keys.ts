@@ -5,7 +5,7 @@
  */
 import * as jose from "jose";
 import { JwError } from "../errors.ts";
-import { PublicJwk } from "../protocol/agent.ts";
+import type { PublicJwk } from "../protocol/agent.ts";
 
 /** A private Ed25519 JWK (includes `d`). */
 export interface PrivateJwk {
@@ -36,7 +36,10 @@ export async function generateKeyPair(): Promise<Ed25519KeyPair> {
  * @throws JwError `config` when the JWK is not an Ed25519 private key.
  */
 export async function importKeyPair(jwk: PrivateJwk): Promise<Ed25519KeyPair> {
-  if (jwk?.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.d !== "string" || typeof jwk.x !== "string") {
+  if (
+    jwk?.kty !== "OKP" || jwk.crv !== "Ed25519" || typeof jwk.d !== "string" ||
+    typeof jwk.x !== "string"
+  ) {
     throw new JwError("config", "key file does not hold an Ed25519 private JWK");
   }
   const privateJwk: PrivateJwk = { kty: "OKP", crv: "Ed25519", x: jwk.x, d: jwk.d };

@@ -102,8 +102,11 @@ export class AuditLog {
       where.push("seq > ?");
       params.push(query.after);
     }
-    const sql = `SELECT seq, ts, actor, action, target, key, args_digest AS argsDigest, outcome, reason FROM audit
+    const sql =
+      `SELECT seq, ts, actor, action, target, key, args_digest AS argsDigest, outcome, reason FROM audit
       ${where.length ? "WHERE " + where.join(" AND ") : ""} ORDER BY seq DESC LIMIT ?`;
-    return this.#db.prepare(sql).all(...params, limit).map((r) => ({ ...r }) as unknown as AuditRecord);
+    return this.#db.prepare(sql).all(...params, limit).map((r) =>
+      ({ ...r }) as unknown as AuditRecord
+    );
   }
 }

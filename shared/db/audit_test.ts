@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { FakeClock } from "../clock.ts";
-import { auditMigration, AuditLog } from "./audit.ts";
+import { AuditLog, auditMigration } from "./audit.ts";
 import { openDatabase } from "./sqlite.ts";
 
 Deno.test("AuditLog.append() stores digests, lists newest first, and refuses edits", () => {
@@ -8,8 +8,20 @@ Deno.test("AuditLog.append() stores digests, lists newest first, and refuses edi
   try {
     const clock = new FakeClock(5000);
     const audit = new AuditLog(db, clock);
-    audit.append({ actor: "operator:admin", action: "command.sent", target: "a1", key: "exec.run", args: { b: 1, a: 2 }, outcome: "ok" });
-    audit.append({ actor: "agent:a2", action: "handshake.failed", outcome: "denied", reason: "bad_signature" });
+    audit.append({
+      actor: "operator:admin",
+      action: "command.sent",
+      target: "a1",
+      key: "exec.run",
+      args: { b: 1, a: 2 },
+      outcome: "ok",
+    });
+    audit.append({
+      actor: "agent:a2",
+      action: "handshake.failed",
+      outcome: "denied",
+      reason: "bad_signature",
+    });
     const all = audit.list();
     assert.equal(all.length, 2);
     assert.equal(all[0].action, "handshake.failed");

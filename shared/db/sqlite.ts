@@ -29,7 +29,9 @@ export function openDatabase(path: string, migrations: readonly Migration[]): Da
   try {
     db = new DatabaseSync(path);
   } catch (err) {
-    throw new JwError("config", `cannot open database ${path}: ${(err as Error).message}`, { cause: err });
+    throw new JwError("config", `cannot open database ${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;");
   const row = db.prepare("PRAGMA user_version").get() as { user_version: number };
@@ -43,9 +45,13 @@ export function openDatabase(path: string, migrations: readonly Migration[]): Da
     } catch (err) {
       db.exec("ROLLBACK");
       db.close();
-      throw new JwError("config", `migration ${v + 1} (${m.name}) failed on ${path}: ${(err as Error).message}`, {
-        cause: err,
-      });
+      throw new JwError(
+        "config",
+        `migration ${v + 1} (${m.name}) failed on ${path}: ${(err as Error).message}`,
+        {
+          cause: err,
+        },
+      );
     }
   }
   return db;

@@ -51,9 +51,13 @@ export function decodeFrame<S extends FrameSchemas>(
 ): FrameOf<S> {
   const size = typeof data === "string" ? utf8Length(data) : data.byteLength;
   if (size > maxBytes) {
-    throw new JwError("frame_too_large", `frame of ${size} bytes exceeds the ${maxBytes}-byte limit`, {
-      detail: { size, limit: maxBytes },
-    });
+    throw new JwError(
+      "frame_too_large",
+      `frame of ${size} bytes exceeds the ${maxBytes}-byte limit`,
+      {
+        detail: { size, limit: maxBytes },
+      },
+    );
   }
   const text = typeof data === "string" ? data : new TextDecoder().decode(data);
   let raw: unknown;

@@ -41,7 +41,11 @@ export function parseTarget(text: string): Target {
 
 /** The text form of a {@link Target}. */
 export function formatTarget(t: Target): string {
-  return t.kind === "all" ? "all" : t.kind === "agent" ? `agent:${t.id}` : `tag:${t.name}=${t.value}`;
+  return t.kind === "all"
+    ? "all"
+    : t.kind === "agent"
+    ? `agent:${t.id}`
+    : `tag:${t.name}=${t.value}`;
 }
 
 /** Body of `POST /v1/run`. */

@@ -7,13 +7,21 @@ import { generateKeyPair } from "../../shared/crypto/mod.ts";
 import { RawAgent, startAgent, startServer, type TestServer } from "../helpers/mod.ts";
 
 async function wellBehavedStillWorks(server: TestServer): Promise<void> {
-  const r = await server.client("--json", "run", "agent:good", "exec.run", '{"cmd":"/bin/echo","args":["still here"]}');
+  const r = await server.client(
+    "--json",
+    "run",
+    "agent:good",
+    "exec.run",
+    '{"cmd":"/bin/echo","args":["still here"]}',
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.ok(r.json.some((l) => l.agent === "good" && l.text === "still here"), r.stdout);
 }
 
 Deno.test("bad frames from an agent are rejected, audited, and harm nobody else", async (t) => {
-  await using server = await startServer({ config: { agents: { maxFrame: "8KiB", challengeTtl: "1s" } } });
+  await using server = await startServer({
+    config: { agents: { maxFrame: "8KiB", challengeTtl: "1s" } },
+  });
   await using _good = await startAgent(server, "good");
 
   await using raw = await RawAgent.connect(server.url, "rogue");
@@ -22,39 +30,85 @@ Deno.test("bad frames from an agent are rejected, audited, and harm nobody else"
   const cases: [string, () => void, string][] = [
     ["malformed JSON", () => raw.sendRaw("{this is not json"), "bad_json"],
     ["unknown message type", () => raw.send({ type: "launchMissiles" }), "unknown_type"],
-    ["oversized frame", () => raw.send({ type: "log", text: "x".repeat(20_000) }), "frame_too_large"],
-    ["schema violation", () => raw.send({ type: "output", job: { id: "j" }, seq: -1, ts: 0 }), "invalid_message"],
-    ["handshake frame after welcome", () => raw.send({ type: "hello", agentId: "rogue" }), "invalid_message|unexpected_message"],
+    [
+      "oversized frame",
+      () => raw.send({ type: "log", text: "x".repeat(20_000) }),
+      "frame_too_large",
+    ],
+    [
+      "schema violation",
+      () => raw.send({ type: "output", job: { id: "j" }, seq: -1, ts: 0 }),
+      "invalid_message",
+    ],
+    [
+      "handshake frame after welcome",
+      () => raw.send({ type: "hello", agentId: "rogue" }),
+      "invalid_message|unexpected_message",
+    ],
   ];
   for (const [name, send, code] of cases) {
     await t.step(name, async () => {
       const before = raw.frames.length;
       send();
-      const err = await raw.next((f, i = raw.frames.indexOf(f)) => f.type === "error" && i >= before);
+      const err = await raw.next((f, i = raw.frames.indexOf(f)) =>
+        f.type === "error" && i >= before
+      );
       assert.match(err.error.code, new RegExp(`^(${code})$`));
       assert.ok(err.error.message.length > 5);
-      await server.waitForAudit((e) => e.action === "frame.rejected" && (e.reason ?? "").includes(err.error.code));
+      await server.waitForAudit((e) =>
+        e.action === "frame.rejected" && (e.reason ?? "").includes(err.error.code)
+      );
       await wellBehavedStillWorks(server);
     });
   }
   await t.step("the rogue connection itself is still served", async () => {
-    const run = server.client("--json", "run", "agent:rogue", "exec.run", '{"cmd":"/bin/echo"}', "--timeout", "10s");
+    const run = server.client(
+      "--json",
+      "run",
+      "agent:rogue",
+      "exec.run",
+      '{"cmd":"/bin/echo"}',
+      "--timeout",
+      "10s",
+    );
     const cmd = await raw.nextOfType("command");
-    raw.send({ type: "output", id: cmd.id, job: { id: "j1", key: "exec.run" }, seq: 0, ts: Date.now(), done: true, error: null });
+    raw.send({
+      type: "output",
+      id: cmd.id,
+      job: { id: "j1", key: "exec.run" },
+      seq: 0,
+      ts: Date.now(),
+      done: true,
+      error: null,
+    });
     const r = await run;
     assert.equal(r.code, 0, r.stderr);
   });
-  await t.step("an agent that refuses a command frame ends its part of the run at once", async () => {
-    const t0 = Date.now();
-    const run = server.client("run", "agent:rogue", "exec.run", '{"cmd":"/bin/echo"}', "--timeout", "20s");
-    const before = raw.frames.length;
-    const cmd = await raw.next((f) => f.type === "command" && raw.frames.indexOf(f) >= before);
-    raw.send({ type: "error", ref: cmd.id, error: { code: "invalid_message", message: "cannot read this command" } });
-    const r = await run;
-    assert.equal(r.code, 1);
-    assert.match(r.stdout, /invalid_message|1 failed/);
-    assert.ok(Date.now() - t0 < 15_000, "did not wait for the 20 s timeout");
-  });
+  await t.step(
+    "an agent that refuses a command frame ends its part of the run at once",
+    async () => {
+      const t0 = Date.now();
+      const run = server.client(
+        "run",
+        "agent:rogue",
+        "exec.run",
+        '{"cmd":"/bin/echo"}',
+        "--timeout",
+        "20s",
+      );
+      const before = raw.frames.length;
+      const cmd = await raw.next((f) => f.type === "command" && raw.frames.indexOf(f) >= before);
+      raw.send({
+        type: "error",
+        ref: cmd.id,
+        error: { code: "invalid_message", message: "cannot read this command" },
+      });
+      const r = await run;
+      assert.equal(r.code, 1);
+      assert.match(r.stdout, /invalid_message|1 failed/);
+      assert.ok(Date.now() - t0 < 15_000, "did not wait for the 20 s timeout");
+    },
+  );
 });
 
 Deno.test("handshake failures close the connection with a reason and are audited", async (t) => {
@@ -67,7 +121,10 @@ Deno.test("handshake failures close the connection with a reason and are audited
     raw.send({ type: "response", jws: await raw.sign(challenge, await generateKeyPair()) });
     const closed = await raw.closed;
     assert.match(closed.reason, /bad_signature/);
-    await server.waitForAudit((e) => e.action === "handshake.failed" && e.target === "forger" && /bad_signature/.test(e.reason ?? ""));
+    await server.waitForAudit((e) =>
+      e.action === "handshake.failed" && e.target === "forger" &&
+      /bad_signature/.test(e.reason ?? "")
+    );
     await wellBehavedStillWorks(server);
   });
 
@@ -86,7 +143,9 @@ Deno.test("handshake failures close the connection with a reason and are audited
     second.send({ type: "response", jws });
     const closed = await second.closed;
     assert.match(closed.reason, /replayed/);
-    await server.waitForAudit((e) => e.action === "handshake.failed" && e.target === "replayer" && /replayed/.test(e.reason ?? ""));
+    await server.waitForAudit((e) =>
+      e.action === "handshake.failed" && e.target === "replayer" && /replayed/.test(e.reason ?? "")
+    );
     await wellBehavedStillWorks(server);
   });
 
@@ -99,7 +158,9 @@ Deno.test("handshake failures close the connection with a reason and are audited
     raw.send({ type: "response", jws });
     const closed = await raw.closed;
     assert.match(closed.reason, /expired/);
-    await server.waitForAudit((e) => e.action === "handshake.failed" && e.target === "slowpoke" && /expired/.test(e.reason ?? ""));
+    await server.waitForAudit((e) =>
+      e.action === "handshake.failed" && e.target === "slowpoke" && /expired/.test(e.reason ?? "")
+    );
     await wellBehavedStillWorks(server);
   });
 
@@ -122,7 +183,12 @@ Deno.test("bad commands get an error reply and are audited", async (t) => {
     ["missing args", "exec.run", "{}", "invalid_args"],
     ["wrong arg type", "exec.run", '{"cmd":"/bin/echo","args":"x"}', "invalid_args"],
     ["unknown arg", "exec.run", '{"cmd":"/bin/echo","shell":true}', "invalid_args"],
-    ["non-whitelisted program", "exec.run", '{"cmd":"/bin/sh","args":["-c","id"]}', "not_whitelisted"],
+    [
+      "non-whitelisted program",
+      "exec.run",
+      '{"cmd":"/bin/sh","args":["-c","id"]}',
+      "not_whitelisted",
+    ],
     ["relative program", "exec.run", '{"cmd":"echo"}', "not_whitelisted"],
   ];
   for (const [name, key, args, code] of cases) {

@@ -23,8 +23,18 @@ Deno.test("an agent keeps its key across restarts, and a different key for its i
   await server.waitForAgent("k1", (a) => !a.connected);
 
   // Same id, new data dir → new key → refused and audited; the pinned key stays.
-  await using impostor = new JwProcess(["agent", "--id", "k1", "--server", server.url, "--data", await scratchDir("impostor-")]);
-  const denied = await server.waitForAudit((e) => e.action === "handshake.failed" && e.target === "k1");
+  await using impostor = new JwProcess([
+    "agent",
+    "--id",
+    "k1",
+    "--server",
+    server.url,
+    "--data",
+    await scratchDir("impostor-"),
+  ]);
+  const denied = await server.waitForAudit((e) =>
+    e.action === "handshake.failed" && e.target === "k1"
+  );
   assert.equal(denied.outcome, "denied");
   assert.match(denied.reason ?? "", /key_mismatch/);
   const row = (await server.api.agents()).find((a) => a.id === "k1")!;
@@ -50,8 +60,17 @@ Deno.test("agents reconnect by themselves after a server restart", async () => {
   await using second = await startServer({ http, dataDir });
   await second.waitForAgent("r1", (a) => a.connected, 30_000);
   await second.waitForAgent("r2", (a) => a.connected, 30_000);
-  const r = await second.client("--json", "run", "all", "exec.run", '{"cmd":"/bin/echo","args":["back"]}');
+  const r = await second.client(
+    "--json",
+    "run",
+    "all",
+    "exec.run",
+    '{"cmd":"/bin/echo","args":["back"]}',
+  );
   assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual(r.json.filter((l) => l.text === "back").map((l) => l.agent).sort(), ["r1", "r2"]);
+  assert.deepEqual(r.json.filter((l) => l.text === "back").map((l) => l.agent).sort(), [
+    "r1",
+    "r2",
+  ]);
   assert.ok(a1.process && a2.process);
 });

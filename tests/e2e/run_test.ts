@@ -7,21 +7,15 @@ import { startAgent, startServer } from "../helpers/mod.ts";
 // deno-lint-ignore no-explicit-any
 type Msg = Record<string, any>;
 
-/** Pids of running (not zombie) processes whose command line matches `re`. */
+/** Running (not zombie) processes whose command line matches `re`, from `ps`. */
 async function liveProcesses(re: RegExp): Promise<string[]> {
-  const found: string[] = [];
-  for await (const entry of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(entry.name)) continue;
-    try {
-      const cmdline = (await Deno.readTextFile(`/proc/${entry.name}/cmdline`)).split("\0").join(" ").trim();
-      const stat = await Deno.readTextFile(`/proc/${entry.name}/stat`);
-      const state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-      if (re.test(cmdline) && state !== "Z") found.push(`${entry.name} ${state} ${cmdline}`);
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return found;
+  const out = await new Deno.Command("ps", { args: ["-eo", "pid=,stat=,args="] }).output();
+  return new TextDecoder().decode(out.stdout).split("\n")
+    .map((line) => /^\s*(\d+)\s+(\S+)\s+(.*)$/.exec(line))
+    .filter((m): m is RegExpExecArray =>
+      m !== null && !m[2].startsWith("Z") && re.test(m[3].trim())
+    )
+    .map((m) => m[0].trim());
 }
 
 function done(lines: Msg[], agent: string): Msg {
@@ -39,12 +33,20 @@ Deno.test("jw client run against real agents", async (t) => {
     const r = await server.client("--json", "agents");
     assert.equal(r.code, 0, r.stderr);
     const agents = JSON.parse(r.stdout);
-    assert.deepEqual(agents.map((a: Msg) => [a.id, a.connected, a.tags.zone]), [["a1", true, "a"], ["a2", true, "b"]]);
+    assert.deepEqual(agents.map((a: Msg) => [a.id, a.connected, a.tags.zone]), [["a1", true, "a"], [
+      "a2",
+      true,
+      "b",
+    ]]);
     assert.ok(agents.every((a: Msg) => typeof a.server === "string" && a.lastSeen > 0));
   });
 
   await t.step("meta round-trips verbatim and a given job id is used", async () => {
-    const meta = { ticket: 42, nested: { list: [1, "two", { three: null }], flag: true }, "odd key": "é ✓" };
+    const meta = {
+      ticket: 42,
+      nested: { list: [1, "two", { three: null }], flag: true },
+      "odd key": "é ✓",
+    };
     const r = await server.client(
       "--json",
       "run",
@@ -73,37 +75,61 @@ Deno.test("jw client run against real agents", async (t) => {
   });
 
   await t.step("without --id the agent makes a job id up", async () => {
-    const r = await server.client("--json", "run", "agent:a1", "exec.run", '{"cmd":"/bin/echo","args":["x"]}');
+    const r = await server.client(
+      "--json",
+      "run",
+      "agent:a1",
+      "exec.run",
+      '{"cmd":"/bin/echo","args":["x"]}',
+    );
     assert.equal(r.code, 0, r.stderr);
     const ids = new Set(r.json.map((l) => l.job.id));
     assert.equal(ids.size, 1);
     const [id] = ids;
     assert.match(id as string, /^[A-Za-z0-9][A-Za-z0-9._:@-]+$/);
-    assert.ok(r.json.every((l) => l.agent === "a1" && !("meta" in l)), "no meta given → no meta field");
+    assert.ok(
+      r.json.every((l) => l.agent === "a1" && !("meta" in l)),
+      "no meta given → no meta field",
+    );
   });
 
-  await t.step("output streams in seq order with stdout and stderr, done last with its fields", async () => {
-    const script = "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done; exit 0";
-    const r = await server.client("--json", "run", "agent:a2", "exec.run", JSON.stringify({ cmd: "/bin/sh", args: ["-c", script] }));
-    assert.equal(r.code, 0, r.stderr);
-    const seqs = r.json.map((l) => l.seq);
-    assert.deepEqual(seqs, seqs.map((_, i) => i), "seq counts 0,1,2,… in arrival order");
-    const stdout = r.json.filter((l) => l.stream === "stdout").map((l) => l.text);
-    const stderr = r.json.filter((l) => l.stream === "stderr").map((l) => l.text);
-    assert.deepEqual(stdout, ["out1", "out2", "out3", "out4", "out5"]);
-    assert.deepEqual(stderr, ["err1", "err2", "err3", "err4", "err5"]);
-    const last = r.json[r.json.length - 1];
-    assert.equal(last, done(r.json, "a2"));
-    assert.equal(last.type, "output");
-    assert.equal(last.exitCode, 0);
-    assert.equal(last.error, null);
-    assert.ok(last.start <= last.finish, "start ≤ finish");
-    assert.equal(last.durationMs, last.finish - last.start);
-    assert.ok(typeof last.ts === "number");
-  });
+  await t.step(
+    "output streams in seq order with stdout and stderr, done last with its fields",
+    async () => {
+      const script = "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done; exit 0";
+      const r = await server.client(
+        "--json",
+        "run",
+        "agent:a2",
+        "exec.run",
+        JSON.stringify({ cmd: "/bin/sh", args: ["-c", script] }),
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const seqs = r.json.map((l) => l.seq);
+      assert.deepEqual(seqs, seqs.map((_, i) => i), "seq counts 0,1,2,… in arrival order");
+      const stdout = r.json.filter((l) => l.stream === "stdout").map((l) => l.text);
+      const stderr = r.json.filter((l) => l.stream === "stderr").map((l) => l.text);
+      assert.deepEqual(stdout, ["out1", "out2", "out3", "out4", "out5"]);
+      assert.deepEqual(stderr, ["err1", "err2", "err3", "err4", "err5"]);
+      const last = r.json[r.json.length - 1];
+      assert.equal(last, done(r.json, "a2"));
+      assert.equal(last.type, "output");
+      assert.equal(last.exitCode, 0);
+      assert.equal(last.error, null);
+      assert.ok(last.start <= last.finish, "start ≤ finish");
+      assert.equal(last.durationMs, last.finish - last.start);
+      assert.ok(typeof last.ts === "number");
+    },
+  );
 
   await t.step("a non-zero exit code is reported and makes the client exit 1", async () => {
-    const r = await server.client("--json", "run", "agent:a1", "exec.run", '{"cmd":"/bin/sh","args":["-c","echo bye; exit 3"]}');
+    const r = await server.client(
+      "--json",
+      "run",
+      "agent:a1",
+      "exec.run",
+      '{"cmd":"/bin/sh","args":["-c","echo bye; exit 3"]}',
+    );
     assert.equal(r.code, 1);
     const d = done(r.json, "a1");
     assert.equal(d.exitCode, 3);
@@ -117,7 +143,11 @@ Deno.test("jw client run against real agents", async (t) => {
       "run",
       "agent:a1",
       "exec.run",
-      JSON.stringify({ cmd: "/bin/sh", args: ["-c", "/bin/sleep 30 & /bin/sleep 31; echo never"], timeout: "500ms" }),
+      JSON.stringify({
+        cmd: "/bin/sh",
+        args: ["-c", "/bin/sleep 30 & /bin/sleep 31; echo never"],
+        timeout: "500ms",
+      }),
     );
     assert.equal(r.code, 1);
     const d = done(r.json, "a1");
@@ -129,7 +159,13 @@ Deno.test("jw client run against real agents", async (t) => {
 
   await t.step("a program off the whitelist is denied with a clear error", async () => {
     for (const cmd of ["/bin/rm", "echo", "/bin/../bin/rm"]) {
-      const r = await server.client("--json", "run", "agent:a2", "exec.run", JSON.stringify({ cmd, args: ["-rf", "/tmp/nothing"] }));
+      const r = await server.client(
+        "--json",
+        "run",
+        "agent:a2",
+        "exec.run",
+        JSON.stringify({ cmd, args: ["-rf", "/tmp/nothing"] }),
+      );
       assert.equal(r.code, 1, cmd);
       const d = done(r.json, "a2");
       assert.equal(d.error?.code, "not_whitelisted", cmd);
@@ -140,12 +176,24 @@ Deno.test("jw client run against real agents", async (t) => {
   });
 
   await t.step("setTag from an agent retargets tag commands", async () => {
-    const set = await server.client("--json", "run", "agent:a1", "tags.set", '{"tags":{"role":"web","zone":null}}');
+    const set = await server.client(
+      "--json",
+      "run",
+      "agent:a1",
+      "tags.set",
+      '{"tags":{"role":"web","zone":null}}',
+    );
     assert.equal(set.code, 0, set.stderr);
     assert.ok(set.json.some((l) => l.type === "setTag" && l.tags.role === "web"));
     const a1 = await server.waitForAgent("a1", (a) => a.tags.role === "web");
     assert.equal(a1.tags.zone, undefined, "null deletes a tag");
-    const r = await server.client("--json", "run", "tag:role=web", "exec.run", '{"cmd":"/bin/echo","args":["web"]}');
+    const r = await server.client(
+      "--json",
+      "run",
+      "tag:role=web",
+      "exec.run",
+      '{"cmd":"/bin/echo","args":["web"]}',
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual([...new Set(r.json.map((l) => l.agent))], ["a1"]);
   });
@@ -190,7 +238,9 @@ Deno.test("jw client usage and auth errors", async (t) => {
   }
   await t.step("wrong password → exit 1 and an audit entry", async () => {
     const { runJw } = await import("../helpers/process.ts");
-    const r = await runJw(["client", "--server", server.url, "--user", "admin", "agents"], { JW_PASSWORD: "wrong" });
+    const r = await runJw(["client", "--server", server.url, "--user", "admin", "agents"], {
+      JW_PASSWORD: "wrong",
+    });
     assert.equal(r.code, 1);
     assert.match(r.stderr, /unauthorized/);
     await server.waitForAudit((e) => e.action === "auth.failed");

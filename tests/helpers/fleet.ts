@@ -33,7 +33,11 @@ export const ADMIN = { user: "admin", password: "correct horse battery staple" }
 const ADMIN_HASH = bcrypt.hashSync(ADMIN.password, 4);
 
 /** Polls `check` every 25 ms until it returns a value or `timeoutMs` passes. */
-export async function eventually<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 15_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -60,15 +64,26 @@ export interface ServerOptions {
 
 /** A running server process with an API client for the test operator. */
 export class TestServer implements AsyncDisposable {
-  constructor(readonly process: JwProcess, readonly url: string, readonly dataDir: string, readonly api: ApiClient) {}
+  constructor(
+    readonly process: JwProcess,
+    readonly url: string,
+    readonly dataDir: string,
+    readonly api: ApiClient,
+  ) {}
 
   /** Runs `jw client --server URL --user admin ARGS...` with the password in JW_PASSWORD. */
   client(...args: string[]): Promise<JwResult> {
-    return runJw(["client", "--server", this.url, "--user", ADMIN.user, ...args], { JW_PASSWORD: ADMIN.password });
+    return runJw(["client", "--server", this.url, "--user", ADMIN.user, ...args], {
+      JW_PASSWORD: ADMIN.password,
+    });
   }
 
   /** The agent's row once `predicate` holds for it. */
-  waitForAgent(id: string, predicate: (a: AgentInfo) => boolean = (a) => a.connected, timeoutMs?: number): Promise<AgentInfo> {
+  waitForAgent(
+    id: string,
+    predicate: (a: AgentInfo) => boolean = (a) => a.connected,
+    timeoutMs?: number,
+  ): Promise<AgentInfo> {
     return eventually(`agent ${id}`, async () => {
       const a = (await this.api.agents()).find((x) => x.id === id);
       return a && predicate(a) ? a : undefined;
@@ -77,7 +92,10 @@ export class TestServer implements AsyncDisposable {
 
   /** The first audit entry (newest first) matching `predicate`, once it exists. */
   waitForAudit(predicate: (e: AuditRecord) => boolean): Promise<AuditRecord> {
-    return eventually("audit entry", async () => (await this.api.audit({ limit: 1000 })).find(predicate));
+    return eventually(
+      "audit entry",
+      async () => (await this.api.audit({ limit: 1000 })).find(predicate),
+    );
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -128,17 +146,35 @@ export class TestAgent implements AsyncDisposable {
 }
 
 /** Starts `jw agent --id ID --server URL` and waits until the server lists it connected. */
-export async function startAgent(server: TestServer, id: string, options: AgentOptions = {}): Promise<TestAgent> {
+export async function startAgent(
+  server: TestServer,
+  id: string,
+  options: AgentOptions = {},
+): Promise<TestAgent> {
   const dataDir = options.dataDir ?? await scratchDir(`${id}-`);
-  const args = ["agent", "--id", id, "--server", server.url, "--data", dataDir, "--log-level", "debug"];
-  for (const p of options.allowRun ?? ["/bin/echo", "/bin/sh", "/bin/sleep"]) args.push("--allow-run", p);
+  const args = [
+    "agent",
+    "--id",
+    id,
+    "--server",
+    server.url,
+    "--data",
+    dataDir,
+    "--log-level",
+    "debug",
+  ];
+  for (const p of options.allowRun ?? ["/bin/echo", "/bin/sh", "/bin/sleep"]) {
+    args.push("--allow-run", p);
+  }
   for (const [k, v] of Object.entries(options.tags ?? {})) args.push("--tag", `${k}=${v}`);
   const proc = new JwProcess(args);
   try {
     await server.waitForAgent(id);
   } catch (err) {
     await proc.stop("SIGKILL");
-    throw new Error(`agent ${id} did not connect: ${err}\nstdout:\n${proc.stdout}\nstderr:\n${proc.stderr}`);
+    throw new Error(
+      `agent ${id} did not connect: ${err}\nstdout:\n${proc.stdout}\nstderr:\n${proc.stderr}`,
+    );
   }
   return new TestAgent(id, proc, dataDir);
 }

@@ -38,7 +38,11 @@ export class LineLog {
       };
       const timer = setTimeout(() => {
         this.#waiters = this.#waiters.filter((w) => w !== waiter);
-        reject(new Error(`no line matching ${re} within ${timeoutMs} ms; got:\n${this.lines.join("\n")}`));
+        reject(
+          new Error(
+            `no line matching ${re} within ${timeoutMs} ms; got:\n${this.lines.join("\n")}`,
+          ),
+        );
       }, timeoutMs);
       this.#waiters.push(waiter);
     });
@@ -117,7 +121,11 @@ export interface JwResult {
 }
 
 /** Runs `jw ARGS...` to completion. */
-export async function runJw(args: string[], env: Record<string, string> = {}, stdin?: string): Promise<JwResult> {
+export async function runJw(
+  args: string[],
+  env: Record<string, string> = {},
+  stdin?: string,
+): Promise<JwResult> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...PERMISSIONS, MAIN, ...args],
     env: { NO_COLOR: "1", ...env },

@@ -42,7 +42,11 @@ export class RawAgent implements AsyncDisposable {
   }
 
   /** Connects with a fresh (or given) key pair. */
-  static async connect(serverUrl: string, agentId: string, keys?: Ed25519KeyPair): Promise<RawAgent> {
+  static async connect(
+    serverUrl: string,
+    agentId: string,
+    keys?: Ed25519KeyPair,
+  ): Promise<RawAgent> {
     const agent = new RawAgent(serverUrl, agentId, keys ?? await generateKeyPair());
     await agent.opened;
     return agent;
@@ -74,7 +78,9 @@ export class RawAgent implements AsyncDisposable {
       };
       const timer = setTimeout(() => {
         this.#waiters = this.#waiters.filter((w) => w !== waiter);
-        reject(new Error(`no matching frame in ${timeoutMs} ms; got ${JSON.stringify(this.frames)}`));
+        reject(
+          new Error(`no matching frame in ${timeoutMs} ms; got ${JSON.stringify(this.frames)}`),
+        );
       }, timeoutMs);
       this.#waiters.push(waiter);
     });
@@ -87,7 +93,13 @@ export class RawAgent implements AsyncDisposable {
 
   /** Sends hello and returns the challenge. */
   async hello(tags: Record<string, string> = {}): Promise<Challenge> {
-    this.send({ type: "hello", agentId: this.agentId, publicKey: this.keys.publicJwk, version: "test", tags });
+    this.send({
+      type: "hello",
+      agentId: this.agentId,
+      publicKey: this.keys.publicJwk,
+      version: "test",
+      tags,
+    });
     return await this.nextOfType("challenge") as Challenge;
   }
 
@@ -104,7 +116,9 @@ export class RawAgent implements AsyncDisposable {
   }
 
   async close(): Promise<void> {
-    if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING) this.#ws.close(1000);
+    if (this.#ws.readyState === WebSocket.OPEN || this.#ws.readyState === WebSocket.CONNECTING) {
+      this.#ws.close(1000);
+    }
     await this.closed;
   }
 
