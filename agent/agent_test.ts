@@ -63,6 +63,7 @@ Deno.test("startAgent() handshakes with a real server, runs exec.run and closes 
     try {
       const rows = db.prepare("SELECT action, actor, key, outcome FROM audit ORDER BY seq").all();
       assert.deepEqual(rows.map((r) => ({ ...r })), [
+        { action: "handshake.ok", actor: "server:s1", key: null, outcome: "ok" },
         { action: "command.received", actor: "server:s1", key: "exec.run", outcome: "ok" },
         { action: "command.executed", actor: "server:s1", key: "exec.run", outcome: "ok" },
       ]);

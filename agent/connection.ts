@@ -297,6 +297,15 @@ class AgentConnection implements Connection {
           s.phase === "welcomed" ? "server reported an error" : "server refused the handshake",
           { ref: frame.ref, code: frame.error.code, error: frame.error.message },
         );
+        if (s.phase !== "welcomed") {
+          this.#o.audit.append({
+            actor: this.#actor(s),
+            action: "handshake.failed",
+            target: this.#o.agentId,
+            outcome: "denied",
+            reason: `server refused: ${frame.error.code}: ${frame.error.message}`,
+          });
+        }
         return;
     }
   }
@@ -311,7 +320,7 @@ class AgentConnection implements Connection {
       });
       this.#o.audit.append({
         actor: this.#actor(s),
-        action: "handshake.rejected",
+        action: "handshake.failed",
         target: agentId,
         outcome: "denied",
         reason: "challenge names another agent or key",
@@ -344,6 +353,13 @@ class AgentConnection implements Connection {
     this.#connected = true;
     this.#attempt = 0;
     logger.info("welcomed", { server: frame.serverId, url: s.url });
+    this.#o.audit.append({
+      actor: this.#actor(s),
+      action: "handshake.ok",
+      target: this.#o.agentId,
+      outcome: "ok",
+      reason: `welcomed at ${s.url}`,
+    });
     const beat = () => {
       s.heartbeatTimer = clock.setTimeout(() => {
         if (s.ending) return;

@@ -331,7 +331,7 @@ Deno.test("Connection drops a challenge for another agent or key and retries lat
       const info = await peer.closed;
       assert.equal(info.code, 4000);
       assert.equal(peer.received.some((f) => f.type === "response"), false);
-      assert.equal(h.audit.at(-1)?.action, "handshake.rejected");
+      assert.equal(h.audit.at(-1)?.action, "handshake.failed");
       await armed(h.clock);
       await h.clock.advance(250);
       await h.transport.attempted(2);

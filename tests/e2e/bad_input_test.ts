@@ -4,7 +4,13 @@
  */
 import assert from "node:assert/strict";
 import { generateKeyPair } from "../../shared/crypto/mod.ts";
-import { RawAgent, startAgent, startServer, type TestServer } from "../helpers/mod.ts";
+import {
+  RawAgent,
+  startAgent,
+  startServer,
+  type TestServer,
+  waitForAgentAudit,
+} from "../helpers/mod.ts";
 
 async function wellBehavedStillWorks(server: TestServer): Promise<void> {
   const r = await server.client(
@@ -176,7 +182,7 @@ Deno.test("handshake failures close the connection with a reason and are audited
 Deno.test("bad commands get an error reply and are audited", async (t) => {
   await using server = await startServer();
   await using _good = await startAgent(server, "good");
-  await using _target = await startAgent(server, "target", { allowRun: ["/bin/echo"] });
+  await using target = await startAgent(server, "target", { allowRun: ["/bin/echo"] });
 
   const cases: [string, string, string, string][] = [
     ["unknown command key", "nothing.here", "{}", "unknown_command"],
@@ -198,6 +204,11 @@ Deno.test("bad commands get an error reply and are audited", async (t) => {
       const done = r.json.find((l) => l.done === true);
       assert.ok(done, r.stdout);
       assert.equal((done.error as { code: string }).code, code);
+      const denied = await waitForAgentAudit(
+        target.dataDir,
+        (e) => e.action === "command.denied" && (e.reason ?? "").includes(code) && e.key === key,
+      );
+      assert.equal(denied.outcome, "denied");
       await wellBehavedStillWorks(server);
     });
   }

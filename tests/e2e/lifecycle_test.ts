@@ -3,7 +3,14 @@
  * restarted server on their own.
  */
 import assert from "node:assert/strict";
-import { JwProcess, scratchDir, startAgent, startServer } from "../helpers/mod.ts";
+import {
+  agentAudit,
+  JwProcess,
+  scratchDir,
+  startAgent,
+  startServer,
+  waitForAgentAudit,
+} from "../helpers/mod.ts";
 
 Deno.test("an agent keeps its key across restarts, and a different key for its id is refused", async () => {
   await using server = await startServer();
@@ -23,6 +30,7 @@ Deno.test("an agent keeps its key across restarts, and a different key for its i
   await server.waitForAgent("k1", (a) => !a.connected);
 
   // Same id, new data dir → new key → refused and audited; the pinned key stays.
+  const impostorDir = await scratchDir("impostor-");
   await using impostor = new JwProcess([
     "agent",
     "--id",
@@ -30,7 +38,7 @@ Deno.test("an agent keeps its key across restarts, and a different key for its i
     "--server",
     server.url,
     "--data",
-    await scratchDir("impostor-"),
+    impostorDir,
   ]);
   const denied = await server.waitForAudit((e) =>
     e.action === "handshake.failed" && e.target === "k1"
@@ -40,7 +48,13 @@ Deno.test("an agent keeps its key across restarts, and a different key for its i
   const row = (await server.api.agents()).find((a) => a.id === "k1")!;
   assert.equal(row.connected, false);
   assert.equal(row.kid, kid);
+  const refused = await waitForAgentAudit(impostorDir, (e) => e.action === "handshake.failed");
+  assert.match(refused.reason ?? "", /key_mismatch/);
   await impostor.stop();
+  assert.ok(
+    agentAudit(dataDir).some((e) => e.action === "handshake.ok"),
+    "the real agent audited its handshakes",
+  );
 });
 
 Deno.test("agents reconnect by themselves after a server restart", async () => {

@@ -6,6 +6,9 @@
  * @module
  */
 import bcrypt from "bcryptjs";
+import { DatabaseSync } from "node:sqlite";
+import { AuditLog } from "../../shared/db/audit.ts";
+import { realClock } from "../../shared/clock.ts";
 import { ApiClient } from "../../cli/_api.ts";
 import type { AgentInfo, AuditRecord } from "../../shared/protocol/operator.ts";
 import { JwProcess, type JwResult, runJw } from "./process.ts";
@@ -177,4 +180,25 @@ export async function startAgent(
     );
   }
   return new TestAgent(id, proc, dataDir);
+}
+
+/** An agent's own audit log, read from its sqlite file (newest first). */
+export function agentAudit(dataDir: string): AuditRecord[] {
+  const db = new DatabaseSync(`${dataDir}/agent.db`, { readOnly: true });
+  try {
+    return new AuditLog(db, realClock).list({ limit: 10_000 });
+  } finally {
+    db.close();
+  }
+}
+
+/** The first entry of an agent's audit log matching `predicate`, once it exists. */
+export function waitForAgentAudit(
+  dataDir: string,
+  predicate: (e: AuditRecord) => boolean,
+): Promise<AuditRecord> {
+  return eventually(
+    "agent audit entry",
+    () => Promise.resolve(agentAudit(dataDir).find(predicate)),
+  );
 }
