@@ -66,11 +66,20 @@ export class ApiClient {
     yield* ndjson<RunEvent>(res);
   }
 
-  /** `GET /v1/stream`: yields live replies until the server ends or `signal` aborts. */
-  async *stream(filter: StreamFilter = {}, signal?: AbortSignal): AsyncGenerator<RelayedReply> {
-    const qs = new URLSearchParams(Object.entries(filter).filter(([, v]) => v !== undefined));
+  /**
+   * `GET /v1/stream`: resolves once the server is streaming (so nothing sent after this
+   * resolves is missed), to an iterator of live replies that ends when the server ends or
+   * `signal` aborts.
+   */
+  async stream(
+    filter: StreamFilter = {},
+    signal?: AbortSignal,
+  ): Promise<AsyncGenerator<RelayedReply>> {
+    const qs = new URLSearchParams(
+      Object.entries(filter).filter((e): e is [string, string] => e[1] !== undefined),
+    );
     const res = await this.#fetch(`/v1/stream?${qs}`, { signal });
-    yield* ndjson<RelayedReply>(res);
+    return ndjson<RelayedReply>(res);
   }
 
   async #fetch(path: string, init: RequestInit = {}): Promise<Response> {

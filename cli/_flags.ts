@@ -96,14 +96,19 @@ export function environment(): Record<string, string> {
 }
 
 /**
- * Resolves on the first SIGINT or SIGTERM; a second one exits the process at once with 130.
+ * Resolves on the first SIGINT or SIGTERM. A second one more than a second later exits the
+ * process at once with 130; one within that second is the same Ctrl-C delivered twice (by
+ * the terminal and by a wrapper such as `deno task` or `npx` forwarding it) and is ignored.
  */
 export function waitForShutdownSignal(): Promise<string> {
   return new Promise((resolve) => {
-    let seen = false;
+    let firstAt: number | undefined;
     const handler = (sig: Deno.Signal) => () => {
-      if (seen) Deno.exit(130);
-      seen = true;
+      if (firstAt !== undefined) {
+        if (Date.now() - firstAt > 1000) Deno.exit(130);
+        return;
+      }
+      firstAt = Date.now();
       resolve(sig);
     };
     for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, handler(sig));

@@ -243,7 +243,13 @@ async function tailCommand(
   const stop = () => abort.abort();
   Deno.addSignalListener("SIGINT", stop);
   try {
-    for await (const reply of api.stream({ agent: str(p, "agent"), tag }, abort.signal)) {
+    const replies = await api.stream({ agent: str(p, "agent"), tag }, abort.signal);
+    console.error(
+      `following live output from ${
+        str(p, "agent") ? `agent ${str(p, "agent")}` : tag ? `tag ${tag}` : "all agents"
+      } (Ctrl-C to stop)`,
+    );
+    for await (const reply of replies) {
       if (json) console.log(JSON.stringify(reply));
       else {
         const line = renderReply(reply);

@@ -227,30 +227,16 @@ class DispatcherImpl implements Dispatcher {
 
     const frame: Command = { v: 1, id, type: "command", job: request.job };
     if (request.meta !== undefined) frame.meta = request.meta;
+    const sent = { actor, action: "command.sent", key: request.job.key, args: request.job.args };
     for (const agentId of agents) {
       const agent = registry.get(agentId);
       try {
         if (!agent) throw new JwError("closed", "agent disconnected before the command was sent");
         agent.send(frame);
-        audit.append({
-          actor,
-          action: "command.sent",
-          target: agentId,
-          key: request.job.key,
-          args: request.job.args,
-          outcome: "ok",
-        });
+        audit.append({ ...sent, target: agentId, outcome: "ok" });
       } catch (err) {
         const e = toJwError(err);
-        audit.append({
-          actor,
-          action: "command.sent",
-          target: agentId,
-          key: request.job.key,
-          args: request.job.args,
-          outcome: "error",
-          reason: e.message,
-        });
+        audit.append({ ...sent, target: agentId, outcome: "error", reason: e.message });
         this.#logger.warn("command send failed", { agent: agentId, error: e.message });
         run.settle(agentId, { status: "error", error: { code: "closed", message: e.message } });
       }
