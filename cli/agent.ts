@@ -28,6 +28,8 @@ Options (each also settable in the config file, or as JW_* in the environment):
   --data DIR           data directory, default ./jw-data/agent     (JW_DATA)
   --allow-run PATH     absolute path of a program exec.run may start;
                        repeatable; nothing is allowed by default   (JW_ALLOW_RUN, comma-separated)
+  --allow-command KEY  command key this agent accepts: "exec.run", "job.*" or "*";
+                       repeatable; default "*" (every command)   (JW_ALLOW_COMMANDS)
   --tag NAME=VALUE     initial tag, repeatable                     (JW_TAGS, a JSON object)
   --log-level LEVEL    error|warn|info|debug, default info          (JW_LOG_LEVEL)
 
@@ -39,6 +41,7 @@ const OPTIONS = {
   server: { type: "string" },
   data: { type: "string" },
   "allow-run": { type: "string", multiple: true },
+  "allow-command": { type: "string", multiple: true },
   tag: { type: "string", multiple: true },
   "log-level": { type: "string" },
 } as const;
@@ -59,6 +62,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       server: str(p, "server"),
       data: str(p, "data"),
       allowRun: list(p, "allow-run"),
+      allowCommands: list(p, "allow-command"),
       tags: keyValues(list(p, "tag"), "tag"),
       logLevel: str(p, "log-level"),
     },

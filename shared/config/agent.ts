@@ -19,6 +19,17 @@ export const AgentConfig = z.object({
   /** Absolute paths of programs `exec.run` may start. Default [] (nothing). */
   allowRun: z.array(z.string().startsWith("/", "whitelisted programs must be absolute paths"))
     .default([]),
+  /**
+   * Command keys this agent accepts (its ACL): exact keys ("exec.run"), whole categories
+   * ("job.*") or "*" for every registered command. Others are denied with `forbidden`.
+   * Default ["*"].
+   */
+  allowCommands: z.array(
+    z.string().regex(
+      /^(\*|[a-z][a-zA-Z0-9_]*(\.[a-z][a-zA-Z0-9_]*)*(\.\*)?)$/,
+      'must be a command key, "category.*" or "*"',
+    ),
+  ).default(["*"]),
   /** Tags sent in `hello`. Default {}. */
   tags: Tags.default({}),
   /** Largest frame accepted from the server. Default "1MiB". */
@@ -29,6 +40,16 @@ export const AgentConfig = z.object({
     min: Duration.prefault("500ms"),
     /** Largest delay cap. Default "30s". */
     max: Duration.prefault("30s"),
+  }).strict().prefault({}),
+  /** Jobs kept by the agent. */
+  jobs: z.object({
+    /** Finished runs kept per job; older ones are pruned. Default 20. */
+    keepRuns: z.number().int().min(1).max(10_000).default(20),
+  }).strict().prefault({}),
+  /** Replies made while disconnected, kept in sqlite until the next welcome. */
+  outbox: z.object({
+    /** Most frames kept; the oldest are dropped (and counted) beyond it. Default 10000. */
+    maxFrames: z.number().int().min(1).max(10_000_000).default(10_000),
   }).strict().prefault({}),
   /** Longest an `exec.run` may take when it gives no `timeout`. Default "10m". */
   execTimeout: Duration.prefault("10m"),
@@ -43,6 +64,7 @@ export const agentEnv: Record<string, EnvBinding> = {
   JW_SERVER: { path: "server" },
   JW_DATA: { path: "data" },
   JW_ALLOW_RUN: { path: "allowRun", kind: "list" },
+  JW_ALLOW_COMMANDS: { path: "allowCommands", kind: "list" },
   JW_TAGS: { path: "tags", kind: "json" },
   JW_LOG_LEVEL: { path: "logLevel" },
 };

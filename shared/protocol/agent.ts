@@ -32,11 +32,20 @@ export const PublicJwk = z.object({
 }).strict();
 export type PublicJwk = z.infer<typeof PublicJwk>;
 
-/** When and how a job runs. Only `now` is executed by this version. */
+/**
+ * When a job runs. `now` (the default) runs once on receipt; `interval` every `every`
+ * ("30s"); `cron` on a 5- or 6-field cron expression in `tz` (IANA zone, default the
+ * agent's local zone); the `on*` triggers on agent start, each (re)connect, each
+ * disconnect, and a clean stop.
+ */
 export const Schedule = z.discriminatedUnion("trigger", [
   z.object({ trigger: z.literal("now") }).strict(),
-  z.object({ trigger: z.literal("interval"), every: z.string() }).strict(),
-  z.object({ trigger: z.literal("cron"), cron: z.string() }).strict(),
+  z.object({ trigger: z.literal("interval"), every: z.string().min(1).max(32) }).strict(),
+  z.object({
+    trigger: z.literal("cron"),
+    cron: z.string().min(1).max(256),
+    tz: z.string().min(1).max(64).optional(),
+  }).strict(),
   z.object({ trigger: z.literal("onStart") }).strict(),
   z.object({ trigger: z.literal("onConnect") }).strict(),
   z.object({ trigger: z.literal("onDisconnect") }).strict(),
@@ -44,13 +53,22 @@ export const Schedule = z.discriminatedUnion("trigger", [
 ]);
 export type Schedule = z.infer<typeof Schedule>;
 
-/** A job as sent by an operator: the agent makes up `id` when none is given. */
+/** What to do when a job is due while its previous run is still going. Default `skip`. */
+export const Overlap = z.enum(["skip", "allow"]);
+export type Overlap = z.infer<typeof Overlap>;
+
+/**
+ * A job as sent by an operator: the agent makes up `id` when none is given. A persistent
+ * job is kept in the agent's database and survives restarts; installing a job with an
+ * existing id replaces it.
+ */
 export const JobSpec = z.object({
   id: Id.optional(),
   key: CommandKey,
   args: JsonObject.default({}),
   schedule: Schedule.optional(),
   persistent: z.boolean().optional(),
+  overlap: Overlap.optional(),
 }).strict();
 export type JobSpec = z.infer<typeof JobSpec>;
 
@@ -87,7 +105,9 @@ const replyFields = {
   id: Id,
   meta: Meta.optional(),
   job: JobRef,
-  /** Per-job, per-run sequence number starting at 0. */
+  /** The run of the job this frame belongs to (a job with a schedule runs many times). */
+  run: Id.optional(),
+  /** Per-run sequence number starting at 0. */
   seq: z.number().int().nonnegative(),
   /** When the agent produced this frame. */
   ts: Millis,
