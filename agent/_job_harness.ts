@@ -22,6 +22,8 @@ export interface JobHarnessOptions {
   random?: Random;
   /** exec.run default timeout. Default 10 s. */
   execTimeoutMs?: number;
+  /** exec.run's allowEnv. Default []. */
+  allowEnv?: string[];
 }
 
 /** A runner plus everything it produced. */
@@ -43,7 +45,10 @@ export function jobHarness(options: JobHarnessOptions): JobHarness {
   const db = openAgentDatabase(":memory:");
   const audit = new AuditLog(db, clock);
   const registry = createRegistry();
-  registry.register(createExecCommand({ defaultTimeoutMs: options.execTimeoutMs ?? 10_000 }));
+  registry.register(createExecCommand({
+    defaultTimeoutMs: options.execTimeoutMs ?? 10_000,
+    allowEnv: options.allowEnv,
+  }));
   registry.register(createTagsCommand());
   const frames: Reply[] = [];
   const tagChanges: Record<string, string | null>[] = [];

@@ -82,7 +82,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       config.allowRun,
     );
     const registry = createRegistry();
-    registry.register(createExecCommand({ defaultTimeoutMs: config.execTimeout }));
+    registry.register(
+      createExecCommand({ defaultTimeoutMs: config.execTimeout, allowEnv: config.allowEnv }),
+    );
     registry.register(createTagsCommand());
 
     const tags: Record<string, string> = { ...config.tags };

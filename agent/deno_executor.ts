@@ -24,6 +24,17 @@ export interface DenoExecutorOptions {
   maxLineChars?: number;
 }
 
+/** The variables every child gets: PATH, LANG and HOME from the agent (or safe defaults). */
+export function baseEnvironment(): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    LANG: Deno.env.get("LANG") ?? "C.UTF-8",
+  };
+  const home = Deno.env.get("HOME");
+  if (home) env.HOME = home;
+  return env;
+}
+
 /**
  * Creates the real executor. Needs `--allow-run` for the programs started.
  * Each process is independent; `spawn` may be called concurrently.
@@ -39,7 +50,10 @@ export function createDenoExecutor(options: DenoExecutorOptions = {}): CommandEx
         child = new Deno.Command(spec.cmd, {
           args: spec.args,
           cwd: spec.cwd,
-          env: spec.env,
+          // A clean environment: the agent's own variables never leak into children, and only
+          // what the caller passes (a base PATH/LANG/HOME plus vetted extras) is set.
+          clearEnv: true,
+          env: { ...baseEnvironment(), ...spec.env },
           stdin: "null",
           stdout: "piped",
           stderr: "piped",

@@ -28,6 +28,8 @@ Options (each also settable in the config file, or as JW_* in the environment):
   --data DIR           data directory, default ./jw-data/agent     (JW_DATA)
   --allow-run PATH     absolute path of a program exec.run may start;
                        repeatable; nothing is allowed by default   (JW_ALLOW_RUN, comma-separated)
+  --allow-env NAME     environment variable exec.run callers may set; repeatable;
+                       programs otherwise get only PATH, LANG, HOME (JW_ALLOW_ENV)
   --allow-command KEY  command key this agent accepts: "exec.run", "job.*" or "*";
                        repeatable; default "*" (every command)   (JW_ALLOW_COMMANDS)
   --tag NAME=VALUE     initial tag, repeatable                     (JW_TAGS, a JSON object)
@@ -42,6 +44,7 @@ const OPTIONS = {
   data: { type: "string" },
   "allow-run": { type: "string", multiple: true },
   "allow-command": { type: "string", multiple: true },
+  "allow-env": { type: "string", multiple: true },
   tag: { type: "string", multiple: true },
   "log-level": { type: "string" },
 } as const;
@@ -63,6 +66,7 @@ export async function agentCommand(argv: string[]): Promise<number> {
       data: str(p, "data"),
       allowRun: list(p, "allow-run"),
       allowCommands: list(p, "allow-command"),
+      allowEnv: list(p, "allow-env"),
       tags: keyValues(list(p, "tag"), "tag"),
       logLevel: str(p, "log-level"),
     },

@@ -10,9 +10,19 @@ import { JwError } from "../../shared/errors.ts";
 import { formatDuration, parseDuration } from "../../shared/units.ts";
 import { type Command, defineCommand, type RunResult } from "./commands.ts";
 
+/** Longest timeout: what a timer can hold (about 24.8 days). */
+export const MAX_TIMEOUT_MS = 2_147_483_647;
+
 /** A positive duration: "5s", "250ms", or a number of milliseconds. Parses to ms. */
 const Timeout = z.union([z.string(), z.number()]).transform((v, ctx) => {
   const ms = parseDuration(v);
+  if (ms !== undefined && ms > MAX_TIMEOUT_MS) {
+    ctx.addIssue({
+      code: "custom",
+      message: `timeout may be at most 24d, got ${JSON.stringify(v)}`,
+    });
+    return z.NEVER;
+  }
   if (ms === undefined || ms <= 0) {
     ctx.addIssue({
       code: "custom",
@@ -34,9 +44,10 @@ export const ExecArgs = z.object({
   /** Working directory, absolute. Default: the agent's. */
   cwd: z.string().startsWith("/", "must be an absolute path").optional(),
   /**
-   * Extra environment variables, added to the agent's. Names that make the dynamic loader
-   * load code (`LD_*`, `DYLD_*`) are refused: they would turn a whitelisted program into any
-   * program.
+   * Extra environment variables for the program, which otherwise starts with a clean
+   * environment (PATH, LANG, HOME). Each name must be on the agent's `allowEnv` list;
+   * names that make the dynamic loader load code (`LD_*`, `DYLD_*`) are always refused:
+   * they would turn a whitelisted program into any program.
    */
   env: z.record(z.string(), z.string()).superRefine((env, ctx) => {
     for (const name of Object.keys(env)) {
@@ -58,6 +69,8 @@ export type ExecArgs = z.output<typeof ExecArgs>;
 export interface ExecCommandOptions {
   /** Timeout when the args give none (the agent's `execTimeout`), in ms. */
   defaultTimeoutMs: number;
+  /** Environment variable names an operator may set (the agent's `allowEnv`). Default none. */
+  allowEnv?: readonly string[];
 }
 
 /**
@@ -72,7 +85,17 @@ export function createExecCommand(options: ExecCommandOptions): Command<ExecArgs
     args: ExecArgs,
     async run(ctx, args): Promise<RunResult> {
       if (ctx.signal.aborted) throw new JwError("closed", "agent is stopping");
-      const timeoutMs = args.timeout ?? options.defaultTimeoutMs;
+      const timeoutMs = Math.min(args.timeout ?? options.defaultTimeoutMs, MAX_TIMEOUT_MS);
+      const allowEnv = options.allowEnv ?? [];
+      for (const name of Object.keys(args.env ?? {})) {
+        if (!allowEnv.includes(name)) {
+          throw new JwError(
+            "not_whitelisted",
+            `environment variable ${name} is not on this agent's allowEnv list`,
+            { detail: { name } },
+          );
+        }
+      }
       const proc = ctx.executor.spawn({
         cmd: args.cmd,
         args: args.args,

@@ -134,7 +134,11 @@ Deno.test("exec.run refuses a program off the whitelist without starting it", as
 });
 
 Deno.test("exec.run runs in the given cwd with the given env", async () => {
-  await using h = jobHarness({ executor: createDenoExecutor(), allowRun: ALLOW });
+  await using h = jobHarness({
+    executor: createDenoExecutor(),
+    allowRun: ALLOW,
+    allowEnv: ["GREETING"],
+  });
   const frames = await h.run({
     id: "e8",
     job: {
@@ -148,4 +152,52 @@ Deno.test("exec.run runs in the given cwd with the given env", async () => {
     },
   });
   assert.deepEqual(lines(frames, "stdout"), ["/tmp", "hi there"]);
+});
+
+Deno.test("exec.run starts programs in a clean environment and refuses unlisted variables", async (t) => {
+  Deno.env.set("JW_TEST_SECRET", "agent-only");
+  try {
+    await using h = jobHarness({
+      executor: createDenoExecutor(),
+      allowRun: ALLOW,
+      allowEnv: ["GREETING"],
+    });
+    await t.step("the agent's own variables do not leak", async () => {
+      const frames = await h.run({
+        id: "env1",
+        job: {
+          key: "exec.run",
+          args: { cmd: "/bin/sh", args: ["-c", 'echo "[$JW_TEST_SECRET]"; echo "$PATH"'] },
+        },
+      });
+      const out = lines(frames, "stdout");
+      assert.equal(out[0], "[]");
+      assert.ok(out[1].length > 0, "PATH is set");
+    });
+    for (const name of ["BASH_ENV", "PYTHONSTARTUP", "ENV"]) {
+      await t.step(`${name} is refused`, async () => {
+        const frames = await h.run({
+          id: `env-${name}`,
+          job: {
+            key: "exec.run",
+            args: { cmd: "/bin/sh", args: ["-c", "true"], env: { [name]: "/tmp/evil" } },
+          },
+        });
+        assert.equal(done(frames).error?.code, "not_whitelisted");
+        assert.match(
+          done(frames).error!.message,
+          new RegExp(`${name} is not on this agent's allowEnv`),
+        );
+      });
+    }
+    await t.step("timeouts beyond what a timer holds are refused", async () => {
+      const frames = await h.run({
+        id: "env-t",
+        job: { key: "exec.run", args: { cmd: "/bin/echo", timeout: "30d" } },
+      });
+      assert.equal(done(frames).error?.code, "invalid_args");
+    });
+  } finally {
+    Deno.env.delete("JW_TEST_SECRET");
+  }
 });

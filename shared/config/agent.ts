@@ -20,6 +20,12 @@ export const AgentConfig = z.object({
   allowRun: z.array(z.string().startsWith("/", "whitelisted programs must be absolute paths"))
     .default([]),
   /**
+   * Environment variable names an operator may set for `exec.run` (programs otherwise start
+   * with only PATH, LANG and HOME). `LD_*`/`DYLD_*` are always refused. Default [].
+   */
+  allowEnv: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be a variable name"))
+    .default([]),
+  /**
    * Command keys this agent accepts (its ACL): exact keys ("exec.run"), whole categories
    * ("job.*") or "*" for every registered command. Others are denied with `forbidden`.
    * Default ["*"].
@@ -52,7 +58,7 @@ export const AgentConfig = z.object({
     maxFrames: z.number().int().min(1).max(10_000_000).default(10_000),
   }).strict().prefault({}),
   /** Longest an `exec.run` may take when it gives no `timeout`. Default "10m". */
-  execTimeout: Duration.prefault("10m"),
+  execTimeout: Duration.pipe(z.number().max(2_147_483_647, "may be at most 24d")).prefault("10m"),
   /** Log level on stderr: error, warn, info, debug. Default "info". */
   logLevel: LogLevelSetting.default("info"),
 }).strict();
@@ -65,6 +71,7 @@ export const agentEnv: Record<string, EnvBinding> = {
   JW_DATA: { path: "data" },
   JW_ALLOW_RUN: { path: "allowRun", kind: "list" },
   JW_ALLOW_COMMANDS: { path: "allowCommands", kind: "list" },
+  JW_ALLOW_ENV: { path: "allowEnv", kind: "list" },
   JW_TAGS: { path: "tags", kind: "json" },
   JW_LOG_LEVEL: { path: "logLevel" },
 };
