@@ -37,7 +37,7 @@ export class ApiClient {
 
   constructor(options: ApiOptions) {
     this.#base = options.server.replace(/^ws/, "http").replace(/\/+$/, "");
-    this.#auth = "Basic " + btoa(`${options.user}:${options.password ?? ""}`);
+    this.#auth = "Basic " + base64Utf8(`${options.user}:${options.password ?? ""}`);
   }
 
   /** `GET /v1/agents`. */
@@ -106,6 +106,13 @@ export class ApiClient {
       (body.error?.code ?? (res.status === 401 ? "unauthorized" : "internal")) as JwError["code"];
     throw new JwError(code, body.error?.message ?? `${res.status} ${res.statusText}`);
   }
+}
+
+/** Base64 of the UTF-8 bytes of `text` (HTTP basic credentials, RFC 7617 charset UTF-8). */
+export function base64Utf8(text: string): string {
+  let binary = "";
+  for (const byte of new TextEncoder().encode(text)) binary += String.fromCharCode(byte);
+  return btoa(binary);
 }
 
 /** Reads a newline-delimited JSON body, one value per line. */

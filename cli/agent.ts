@@ -35,6 +35,17 @@ Options (each also settable in the config file, or as JW_* in the environment):
   --tag NAME=VALUE     initial tag, repeatable                     (JW_TAGS, a JSON object)
   --log-level LEVEL    error|warn|info|debug, default info          (JW_LOG_LEVEL)
 
+Config file only (defaults shown):
+  maxFrame: 1MiB          largest frame accepted from the server
+  execTimeout: 10m        exec.run timeout when the command gives none (at most 24d)
+  reconnect:
+    min: 500ms            first reconnect delay cap (exponential, full jitter)
+    max: 30s              largest reconnect delay cap
+  jobs:
+    keepRuns: 20          finished runs kept per job
+  outbox:
+    maxFrames: 10000      replies kept while disconnected; oldest dropped beyond it
+
 SIGINT or SIGTERM stops it cleanly.`;
 
 const OPTIONS = {
@@ -71,9 +82,11 @@ export async function agentCommand(argv: string[]): Promise<number> {
       logLevel: str(p, "log-level"),
     },
   });
+  // Listen before announcing, so a signal sent right after the announcement is handled.
+  const shutdown = waitForShutdownSignal();
   const agent = await startAgent(config);
   console.log(`jw agent ${agent.id} started (key ${agent.kid}), server ${config.server}`);
-  const signal = await waitForShutdownSignal();
+  const signal = await shutdown;
   console.error(`jw agent: ${signal}, shutting down`);
   await agent.close();
   return 0;

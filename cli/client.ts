@@ -175,6 +175,9 @@ export function buildRunRequest(p: Parsed, args: string[]) {
   if (pairs) meta = { ...meta, ...pairs };
   const timeoutText = str(p, "timeout") ?? "30s";
   const timeoutMs = parseDuration(timeoutText);
+  if (timeoutMs !== undefined && timeoutMs > 3_600_000) {
+    throw new JwError("usage", `--timeout may be at most 1h, got "${timeoutText}"`);
+  }
   if (!timeoutMs || timeoutMs <= 0) {
     throw new JwError("usage", `--timeout expects a duration like "30s", got "${timeoutText}"`);
   }
@@ -260,6 +263,10 @@ async function tailCommand(
     if (!abort.signal.aborted) throw err;
   } finally {
     Deno.removeSignalListener("SIGINT", stop);
+  }
+  if (!abort.signal.aborted) {
+    console.error("the server ended the stream (shutting down?)");
+    return 1;
   }
   return 0;
 }

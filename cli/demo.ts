@@ -151,8 +151,9 @@ Try next (in another terminal, from this checkout):
 Programs the demo agents may run: ${allowRun.join(" ")}
 `);
     if (p.values.once) return ok ? 0 : 1;
+    const shutdown = waitForShutdownSignal();
     console.log("Running. Press Ctrl-C to stop.");
-    await waitForShutdownSignal();
+    await shutdown;
     return 0;
   } finally {
     for (const a of agents) await a.close();

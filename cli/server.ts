@@ -24,6 +24,15 @@ Options (each also settable in the config file, or as JW_* in the environment):
   --data DIR         data directory, default ./jw-data/server  (JW_DATA)
   --log-level LEVEL  error|warn|info|debug, default info       (JW_LOG_LEVEL)
 
+Config file only (defaults shown):
+  agents:
+    challengeTtl: 30s       how long an agent may take to answer its challenge
+    handshakeTimeout: 10s   connect-to-welcome limit
+    heartbeat: 15s          alive interval asked of agents
+    maxFrame: 1MiB          largest frame accepted from an agent
+  auth:
+    users: []               also JW_USERS as a JSON array
+
 Operators log in with HTTP basic against auth.users in the config file:
   auth:
     users:
@@ -62,6 +71,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
       logLevel: str(p, "log-level"),
     },
   });
+  // Listen before announcing, so a signal sent right after the announcement is handled.
+  const shutdown = waitForShutdownSignal();
   const server = await startServer(config);
   console.log(`jw server ${server.id} listening on ${server.url}`);
   if (config.auth.users.length === 0) {
@@ -69,7 +80,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
       "jw server: warning: no operator users configured (auth.users); the /v1/ API will refuse every login",
     );
   }
-  const signal = await waitForShutdownSignal();
+  const signal = await shutdown;
   console.error(`jw server: ${signal}, shutting down`);
   await server.close();
   return 0;

@@ -217,8 +217,8 @@ class Server implements JwServer {
 
     this.#shutdown = async () => {
       gateway.close();
-      registry.closeAll(1001, "server closing");
       dispatcher.close();
+      registry.closeAll(1001, "server closing");
       bus.close();
       // Graceful: lets the streams just ended flush to their clients; abort is the backstop.
       const deadline = setTimeout(() => this.#abort.abort(), HTTP_DRAIN_MS);

@@ -38,7 +38,16 @@ export const CLOSE_GOING_AWAY = 1001;
 /** Longest close reason sent, in UTF-8 bytes (WebSocket allows 123). */
 export const MAX_CLOSE_REASON_BYTES = 120;
 /** Frames an agent may have waiting while the handshake is in flight. */
-const MAX_QUEUED_FRAMES = 64;
+const MAX_QUEUED_FRAMES = 4;
+/** Close code for a connection that keeps sending frames we reject. */
+export const CLOSE_TOO_MANY_BAD_FRAMES = 4002;
+/**
+ * Rejected frames tolerated per {@link BAD_FRAME_WINDOW_MS} before the connection is
+ * closed, so one broken or hostile agent cannot flood the audit log.
+ */
+export const MAX_BAD_FRAMES = 20;
+/** Window for {@link MAX_BAD_FRAMES}. */
+export const BAD_FRAME_WINDOW_MS = 60_000;
 
 /** The transport under a connection: a text-frame socket. */
 export interface AgentSocket {
@@ -132,6 +141,9 @@ class Connection implements AgentConnection {
   #helloTags: Record<string, string> = {};
   /** The id the peer claimed in `hello`, for audit records of a failed handshake. */
   #claimedId?: string;
+  /** Rejected frames in the current window, and when that window started. */
+  #badFrames = 0;
+  #badWindowStart = 0;
   #agent: LiveAgent | undefined;
 
   readonly #onClosed?: (connection: AgentConnection) => void;
@@ -353,6 +365,23 @@ class Connection implements AgentConnection {
 
   #rejectFrame(err: JwError, ref: string | undefined): void {
     const agentId = this.#agent?.id;
+    const now = this.#deps.clock.now();
+    if (now - this.#badWindowStart >= BAD_FRAME_WINDOW_MS) {
+      this.#badWindowStart = now;
+      this.#badFrames = 0;
+    }
+    if (++this.#badFrames > MAX_BAD_FRAMES) {
+      this.#deps.audit.append({
+        actor: agentId ? `agent:${agentId}` : this.address,
+        action: "connection.closed",
+        target: agentId,
+        outcome: "denied",
+        reason: `more than ${MAX_BAD_FRAMES} rejected frames in ${BAD_FRAME_WINDOW_MS / 1000}s`,
+      });
+      this.#logger.warn("closing a connection that keeps sending bad frames", { agent: agentId });
+      this.close(CLOSE_TOO_MANY_BAD_FRAMES, "too many bad frames");
+      return;
+    }
     this.#sendError(err, ref);
     this.#deps.audit.append({
       actor: agentId ? `agent:${agentId}` : this.address,

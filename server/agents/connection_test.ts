@@ -4,9 +4,12 @@ import type { Challenge, RelayedReply } from "../../shared/protocol/mod.ts";
 import { createFixture, FakeSocket, type Fixture, testRandom } from "../_testing.ts";
 import {
   type AgentConnection,
+  BAD_FRAME_WINDOW_MS,
   CLOSE_HANDSHAKE_FAILED,
+  CLOSE_TOO_MANY_BAD_FRAMES,
   closeReason,
   createConnection,
+  MAX_BAD_FRAMES,
 } from "./connection.ts";
 import { createHandshake } from "./handshake.ts";
 import { createAgentGateway } from "./gateway.ts";
@@ -245,6 +248,26 @@ Deno.test("AgentConnection after welcome: bad frames get errors, the connection 
   assert.equal(relayed[0].id, "ok-1");
 });
 
+Deno.test("AgentConnection closes a connection that keeps sending bad frames", async () => {
+  using f = createFixture();
+  const socket = new FakeSocket();
+  const conn = createConnection(socket, "10.0.0.1:5555", deps(f));
+  await handshake(conn, socket, "a1", await generateKeyPair());
+  for (let i = 0; i < MAX_BAD_FRAMES; i++) await conn.receive("not json");
+  assert.equal(conn.state, "ready", "tolerated up to the limit");
+  await f.clock.advance(BAD_FRAME_WINDOW_MS);
+  for (let i = 0; i < MAX_BAD_FRAMES; i++) await conn.receive("not json");
+  assert.equal(conn.state, "ready", "the window starts over");
+  await conn.receive("not json");
+  assert.equal(conn.state, "closed");
+  assert.deepEqual(socket.closedWith, {
+    code: CLOSE_TOO_MANY_BAD_FRAMES,
+    reason: "too many bad frames",
+  });
+  assert.equal(f.audit.list({ action: "frame.rejected" }).length, 2 * MAX_BAD_FRAMES);
+  assert.equal(f.audit.list({ action: "connection.closed" }).length, 1);
+});
+
 Deno.test("AgentConnection relays output, log and setTag, and handles alive", async () => {
   using f = createFixture();
   const socket = new FakeSocket();
@@ -336,6 +359,25 @@ Deno.test("AgentGateway.close() closes every connection with 1001", async () => 
   const late = new FakeSocket();
   assert.equal(gateway.accept(late, "10.0.0.1:3").state, "closed");
   assert.equal(late.closedWith?.code, 1001);
+});
+
+Deno.test("AgentGateway refuses sockets past the pending-handshake limit with 1013", async () => {
+  using f = createFixture();
+  const gateway = createAgentGateway(deps(f), 2);
+  const first = new FakeSocket();
+  const conn = gateway.accept(first, "10.0.0.1:1");
+  gateway.accept(new FakeSocket(), "10.0.0.1:2");
+  const third = new FakeSocket();
+  assert.equal(gateway.accept(third, "10.0.0.1:3").state, "closed");
+  assert.deepEqual(third.closedWith, { code: 1013, reason: "too many handshakes in flight" });
+  await handshake(conn, first, "a1", await generateKeyPair());
+  const fourth = new FakeSocket();
+  assert.equal(
+    gateway.accept(fourth, "10.0.0.1:4").state,
+    "hello",
+    "a finished handshake frees a slot",
+  );
+  gateway.close();
 });
 
 Deno.test("closeReason() keeps at most 120 UTF-8 bytes on a character boundary", () => {

@@ -23,7 +23,10 @@ export interface AgentSession {
   version: string;
   /** Peer address, `host:port`. */
   address: string;
-  /** Tags from `hello`; merged over the persisted tags. */
+  /**
+   * Tags from `hello`. The agent is the source of truth: they replace the stored tags
+   * (which only serve listings while the agent is away).
+   */
   tags: TagMap;
   /** Sends one frame; throws when the socket is gone. */
   send(frame: ServerFrame): void;
@@ -146,7 +149,7 @@ class RegistryImpl implements Registry {
   attach(session: AgentSession): LiveAgent {
     const { store, clock, serverId } = this.#options;
     const now = clock.now();
-    const tags = { ...store.get(session.agentId)?.tags, ...session.tags };
+    const tags = { ...session.tags };
     const agent = new Live(session, tags, now);
     const old = this.#live.get(session.agentId);
     this.#live.set(session.agentId, agent);

@@ -56,12 +56,13 @@ Deno.test("Registry.setTags() merges, deletes with null, persists and retargets"
   assert.deepEqual(f.registry.resolve(parseTarget("tag:role=web")), []);
 });
 
-Deno.test("Registry.attach() merges hello tags over persisted tags", () => {
+Deno.test("Registry.attach() takes the hello tags as the agent's tags, replacing stored ones", () => {
   using f = createFixture();
   pinFake(f.store, "a1");
   f.store.saveTags("a1", { role: "web", zone: "a" });
   const agent = f.registry.attach(fakeSession("a1", { zone: "b" }).session);
-  assert.deepEqual(agent.tags, { role: "web", zone: "b" });
+  assert.deepEqual(agent.tags, { zone: "b" }, "a tag the agent no longer has is gone");
+  assert.deepEqual(f.registry.list().find((a) => a.id === "a1")?.tags, { zone: "b" });
 });
 
 Deno.test("Registry.list() merges live state over the table", async () => {

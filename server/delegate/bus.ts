@@ -22,8 +22,28 @@ export interface ReplyFilter {
 /** Receives matching replies. Must not block; exceptions are logged and ignored. */
 export type ReplySink = (reply: RelayedReply) => void;
 
-/** Default queue bound of {@link ReplyBus.stream}. */
+/** Default queue bound of {@link ReplyBus.stream}, in replies. */
 export const DEFAULT_STREAM_QUEUE = 10_000;
+
+/** Default queue bound of {@link ReplyBus.stream}, in bytes (estimated by {@link replyWeight}). */
+export const DEFAULT_STREAM_BYTES = 32 * 1024 * 1024;
+
+/**
+ * A cheap estimate of a reply's size in memory: a fixed overhead plus its text, message
+ * and structured data. Used to bound what slow readers may hold.
+ */
+export function replyWeight(reply: RelayedReply): number {
+  let n = 256;
+  if (reply.type === "output") {
+    if (reply.text !== undefined) n += reply.text.length * 2;
+    if (reply.data !== undefined) n += JSON.stringify(reply.data).length * 2;
+  } else if (reply.type === "log") {
+    n += reply.message.length * 2;
+    if (reply.fields !== undefined) n += JSON.stringify(reply.fields).length * 2;
+  } else n += JSON.stringify(reply.tags).length * 2;
+  if (reply.meta !== undefined) n += 64;
+  return n;
+}
 
 /**
  * Fans replies out to subscribers. Synchronous and non-blocking: {@link ReplyBus.publish}
@@ -40,10 +60,14 @@ export interface ReplyBus {
   subscribe(filter: ReplyFilter, sink: ReplySink): () => void;
   /**
    * A bounded stream of matching replies (oldest dropped when the reader falls behind by
-   * `maxQueue`, default {@link DEFAULT_STREAM_QUEUE}). It unsubscribes when the reader
+   * `maxQueue` replies, default {@link DEFAULT_STREAM_QUEUE}, or `maxBytes`, default
+   * {@link DEFAULT_STREAM_BYTES}). It unsubscribes when the reader
    * stops or the channel is closed, and ends when the bus closes.
    */
-  stream(filter: ReplyFilter, options?: { maxQueue?: number }): Channel<RelayedReply>;
+  stream(
+    filter: ReplyFilter,
+    options?: { maxQueue?: number; maxBytes?: number },
+  ): Channel<RelayedReply>;
   /** Number of subscribers. */
   readonly subscribers: number;
   /** Ends every stream and drops every subscriber; later subscriptions end at once. */
@@ -106,10 +130,15 @@ class ReplyBusImpl implements ReplyBus {
     };
   }
 
-  stream(filter: ReplyFilter, options: { maxQueue?: number } = {}): Channel<RelayedReply> {
+  stream(
+    filter: ReplyFilter,
+    options: { maxQueue?: number; maxBytes?: number } = {},
+  ): Channel<RelayedReply> {
     let unsubscribe = () => {};
     const channel = createChannel<RelayedReply>({
       maxQueue: options.maxQueue ?? DEFAULT_STREAM_QUEUE,
+      maxBytes: options.maxBytes ?? DEFAULT_STREAM_BYTES,
+      weigh: replyWeight,
       onClose: () => {
         unsubscribe();
         this.#streams.delete(channel);

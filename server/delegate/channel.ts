@@ -6,12 +6,19 @@
  */
 
 /** Options for {@link createChannel}. */
-export interface ChannelOptions {
+export interface ChannelOptions<T = unknown> {
   /**
    * Most items kept unread. When full, a push drops the oldest unread item and counts it in
    * {@link Channel.dropped}. Default `Infinity` (never drops).
    */
   maxQueue?: number;
+  /**
+   * Most bytes kept unread, as measured by `weigh`; beyond it the oldest unread items are
+   * dropped (and counted) like for `maxQueue`. Default `Infinity`.
+   */
+  maxBytes?: number;
+  /** Size of an item in bytes, for `maxBytes`. Called once per queued item. */
+  weigh?: (item: T) => number;
   /** Called once when the channel closes, from whichever side closed it. */
   onClose?: () => void;
 }
@@ -38,15 +45,22 @@ export interface Channel<T> extends AsyncIterableIterator<T> {
 
 class ChannelImpl<T> implements Channel<T> {
   readonly #max: number;
+  readonly #maxBytes: number;
+  readonly #weigh?: (item: T) => number;
   readonly #onClose?: () => void;
   #items: T[] = [];
+  /** Weights of queued items, parallel to #items (only when weighing). */
+  #weights: number[] = [];
+  #bytes = 0;
   #head = 0;
   #closed = false;
   #dropped = 0;
   #waiter?: (result: IteratorResult<T>) => void;
 
-  constructor(options: ChannelOptions) {
+  constructor(options: ChannelOptions<T>) {
     this.#max = Math.max(1, options.maxQueue ?? Infinity);
+    this.#maxBytes = options.maxBytes ?? Infinity;
+    this.#weigh = options.maxBytes === undefined ? undefined : options.weigh;
     this.#onClose = options.onClose;
   }
 
@@ -70,12 +84,22 @@ class ChannelImpl<T> implements Channel<T> {
       waiter({ value: item, done: false });
       return true;
     }
-    if (this.size >= this.#max) {
-      this.#head++;
-      this.#dropped++;
-    }
+    if (this.size >= this.#max) this.#dropOldest();
     this.#items.push(item);
+    if (this.#weigh) {
+      const weight = this.#weigh(item);
+      this.#weights.push(weight);
+      this.#bytes += weight;
+      while (this.#bytes > this.#maxBytes && this.size > 1) this.#dropOldest();
+    }
     return true;
+  }
+
+  #dropOldest(): void {
+    if (this.#weigh) this.#bytes -= this.#weights[this.#head];
+    this.#items[this.#head] = undefined as T;
+    this.#head++;
+    this.#dropped++;
   }
 
   close(): void {
@@ -90,12 +114,15 @@ class ChannelImpl<T> implements Channel<T> {
   next(): Promise<IteratorResult<T>> {
     if (this.size > 0) {
       const value = this.#items[this.#head];
+      if (this.#weigh) this.#bytes -= this.#weights[this.#head];
       this.#items[this.#head++] = undefined as T;
       if (this.#head === this.#items.length) {
         this.#items = [];
+        this.#weights = [];
         this.#head = 0;
       } else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
         this.#items = this.#items.slice(this.#head);
+        this.#weights = this.#weights.slice(this.#head);
         this.#head = 0;
       }
       return Promise.resolve({ value, done: false });
@@ -108,6 +135,8 @@ class ChannelImpl<T> implements Channel<T> {
   return(): Promise<IteratorResult<T>> {
     this.close();
     this.#items = [];
+    this.#weights = [];
+    this.#bytes = 0;
     this.#head = 0;
     return Promise.resolve({ value: undefined, done: true });
   }
@@ -118,6 +147,6 @@ class ChannelImpl<T> implements Channel<T> {
 }
 
 /** Creates an open, empty {@link Channel}. */
-export function createChannel<T>(options: ChannelOptions = {}): Channel<T> {
+export function createChannel<T>(options: ChannelOptions<T> = {}): Channel<T> {
   return new ChannelImpl<T>(options);
 }

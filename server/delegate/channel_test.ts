@@ -51,3 +51,22 @@ Deno.test("Channel keeps order across many items", async () => {
   for await (const n of ch) assert.equal(n, expect++);
   assert.equal(expect, 6000);
 });
+
+Deno.test("Channel with maxBytes drops the oldest items past the byte budget", async () => {
+  const channel = createChannel<string>({ maxBytes: 10, weigh: (s) => s.length });
+  channel.push("aaaa");
+  channel.push("bbbb");
+  channel.push("cccc"); // 12 bytes > 10: "aaaa" goes
+  assert.equal(channel.dropped, 1);
+  assert.equal(channel.size, 2);
+  channel.push("x".repeat(50)); // alone over budget: everything older goes, it stays
+  assert.equal(channel.dropped, 3);
+  assert.equal((await channel.next()).value, "x".repeat(50));
+  channel.push("dd");
+  channel.push("ee");
+  assert.equal(channel.dropped, 3, "budget freed by reading");
+  channel.close();
+  const rest: string[] = [];
+  for await (const s of channel) rest.push(s);
+  assert.deepEqual(rest, ["dd", "ee"]);
+});

@@ -22,7 +22,10 @@ import {
   type Target,
 } from "../../shared/protocol/mod.ts";
 import type { Registry } from "../agents/registry.ts";
-import type { ReplyBus } from "./bus.ts";
+import { type ReplyBus, replyWeight } from "./bus.ts";
+
+/** Most bytes of replies a run holds for a reader that does not keep up; oldest dropped. */
+export const RUN_QUEUE_BYTES = 128 * 1024 * 1024;
 import { type Channel, createChannel } from "./channel.ts";
 
 /**
@@ -83,7 +86,11 @@ type Parsed = ReturnType<typeof RunRequest.parse>;
 class RunImpl implements Run {
   readonly id: string;
   readonly agents: readonly string[];
-  readonly #events: Channel<RunEvent> = createChannel<RunEvent>();
+  /** Bounded by bytes so a flood of replies to a stalled reader cannot exhaust memory. */
+  readonly #events: Channel<RunEvent> = createChannel<RunEvent>({
+    maxBytes: RUN_QUEUE_BYTES,
+    weigh: (e) => (e.type === "dispatched" || e.type === "summary" ? 1024 : replyWeight(e)),
+  });
   /** Outcome per agent, in the order the summary lists them. */
   readonly #outcomes = new Map<string, AgentOutcome | undefined>();
   #pending = 0;
@@ -217,6 +224,17 @@ class DispatcherImpl implements Dispatcher {
     run.onCleanup(() => clock.clearTimeout(timer));
 
     run.emit({ type: "dispatched", id, target: request.target, agents: [...agents] });
+    if (agents.length === 0) {
+      audit.append({
+        actor,
+        action: "command.sent",
+        target: request.target,
+        key: request.job.key,
+        args: request.job.args,
+        outcome: "error",
+        reason: target.kind === "agent" ? "not_connected" : "no agent matched the target",
+      });
+    }
     if (target.kind === "agent" && agents.length === 0) {
       run.expect(target.id, {
         status: "not_connected",

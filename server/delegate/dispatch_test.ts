@@ -163,6 +163,10 @@ Deno.test("Dispatcher run reports an agent that is not connected", async () => {
     },
   });
   assert.equal(f.clock.pending, 0);
+  const [entry] = f.audit.list({ action: "command.sent" });
+  assert.equal(entry.target, "agent:ghost");
+  assert.equal(entry.outcome, "error");
+  assert.equal(entry.reason, "not_connected");
 });
 
 Deno.test("Dispatcher run with a target that matches nobody ends with an empty summary", async () => {

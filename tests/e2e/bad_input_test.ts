@@ -5,12 +5,18 @@
 import assert from "node:assert/strict";
 import { generateKeyPair } from "../../shared/crypto/mod.ts";
 import {
+  agentAudit,
   RawAgent,
   startAgent,
   startServer,
   type TestServer,
   waitForAgentAudit,
 } from "../helpers/mod.ts";
+
+/** The newest server audit seq, so a step only accepts entries it caused. */
+async function lastAuditSeq(server: TestServer): Promise<number> {
+  return (await server.api.audit({ limit: 1 }))[0]?.seq ?? 0;
+}
 
 async function wellBehavedStillWorks(server: TestServer): Promise<void> {
   const r = await server.client(
@@ -48,13 +54,21 @@ Deno.test("bad frames from an agent are rejected, audited, and harm nobody else"
     ],
     [
       "handshake frame after welcome",
-      () => raw.send({ type: "hello", agentId: "rogue" }),
-      "invalid_message|unexpected_message",
+      () =>
+        raw.send({
+          type: "hello",
+          agentId: "rogue",
+          publicKey: raw.keys.publicJwk,
+          version: "test",
+          tags: {},
+        }),
+      "unexpected_message",
     ],
   ];
   for (const [name, send, code] of cases) {
     await t.step(name, async () => {
       const before = raw.frames.length;
+      const auditedBefore = await lastAuditSeq(server);
       send();
       const err = await raw.next((f, i = raw.frames.indexOf(f)) =>
         f.type === "error" && i >= before
@@ -62,7 +76,8 @@ Deno.test("bad frames from an agent are rejected, audited, and harm nobody else"
       assert.match(err.error.code, new RegExp(`^(${code})$`));
       assert.ok(err.error.message.length > 5);
       await server.waitForAudit((e) =>
-        e.action === "frame.rejected" && (e.reason ?? "").includes(err.error.code)
+        e.seq > auditedBefore && e.action === "frame.rejected" &&
+        (e.reason ?? "").startsWith(`${err.error.code}:`)
       );
       await wellBehavedStillWorks(server);
     });
@@ -199,6 +214,7 @@ Deno.test("bad commands get an error reply and are audited", async (t) => {
   ];
   for (const [name, key, args, code] of cases) {
     await t.step(name, async () => {
+      const auditedBefore = agentAudit(target.dataDir)[0]?.seq ?? 0;
       const r = await server.client("--json", "run", "agent:target", key, args);
       assert.equal(r.code, 1, r.stdout + r.stderr);
       const done = r.json.find((l) => l.done === true);
@@ -206,7 +222,9 @@ Deno.test("bad commands get an error reply and are audited", async (t) => {
       assert.equal((done.error as { code: string }).code, code);
       const denied = await waitForAgentAudit(
         target.dataDir,
-        (e) => e.action === "command.denied" && (e.reason ?? "").includes(code) && e.key === key,
+        (e) =>
+          e.seq > auditedBefore && e.action === "command.denied" &&
+          (e.reason ?? "").startsWith(`${code}:`) && e.key === key,
       );
       assert.equal(denied.outcome, "denied");
       await wellBehavedStillWorks(server);

@@ -122,3 +122,36 @@ Deno.test("jw client tail follows live replies, filtered by agent", async () => 
   const status = await tail.stop("SIGINT");
   assert.equal(status.code, 0, "Ctrl-C ends tail cleanly");
 });
+
+Deno.test("jw demo runs until Ctrl-C, then stops everything and removes its data", async () => {
+  await using demo = new JwProcess(["demo", "--http", "127.0.0.1:0"]);
+  await demo.stdout.waitFor(/Running\. Press Ctrl-C to stop\./, 30_000);
+  const dir = (await demo.stdout.waitFor(/data in (\S+)\)/))[1];
+  const status = await demo.stop("SIGINT");
+  assert.equal(status.code, 0, demo.stderr.toString());
+  assert.match(demo.stdout.toString(), /demo stopped; temporary data removed/);
+  await assert.rejects(Deno.stat(dir), Deno.errors.NotFound);
+});
+
+Deno.test("operators with non-ASCII passwords can log in", async () => {
+  const password = "pässwörd 密码";
+  await using server = await startServer({
+    config: {
+      auth: {
+        users: [
+          { name: ADMIN.user, bcrypt: bcrypt.hashSync(ADMIN.password, 4) },
+          { name: "zoe", bcrypt: bcrypt.hashSync(password, 4) },
+        ],
+      },
+    },
+  });
+  const ok = await runJw(["client", "--server", server.url, "--user", "zoe", "agents"], {
+    JW_PASSWORD: password,
+  });
+  assert.equal(ok.code, 0, ok.stderr);
+  const bad = await runJw(["client", "--server", server.url, "--user", "zoe", "agents"], {
+    JW_PASSWORD: "passwort",
+  });
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /unauthorized/);
+});
