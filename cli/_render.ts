@@ -18,7 +18,13 @@ export function renderReply(r: RelayedReply): string | undefined {
     case "output": {
       const lines: string[] = [];
       if (r.text !== undefined) lines.push(`${who} ${(r.stream ?? "out").padEnd(6)} ${r.text}`);
-      if (r.data !== undefined) lines.push(`${who} data   ${JSON.stringify(r.data)}`);
+      const installed = r.data?.installed as Record<string, unknown> | undefined;
+      if (installed) {
+        const next = typeof installed.next === "number"
+          ? new Date(installed.next).toISOString()
+          : "on its event";
+        lines.push(`${who} installed job ${installed.id} (${installed.key}); next run: ${next}`);
+      } else if (r.data !== undefined) lines.push(`${who} data   ${JSON.stringify(r.data)}`);
       if (r.done) {
         const parts = [r.error ? `failed ${r.error.code}: ${r.error.message}` : "done  "];
         if (r.exitCode !== undefined) parts.push(`exit ${r.exitCode ?? "-"}`);
@@ -70,19 +76,25 @@ function ago(ts: number | null, now: number): string {
   return `${formatDuration(Math.max(0, now - ts))} ago`;
 }
 
+/** Left-aligned columns separated by two spaces; the last column is not padded. */
+export function renderTable(header: string[], rows: string[][]): string {
+  const all = [header, ...rows];
+  const widths = header.map((_, i) => Math.max(...all.map((r) => (r[i] ?? "").length)));
+  return all
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  "))
+    .join("\n");
+}
+
 /** A table of agents. */
 export function renderAgents(agents: AgentInfo[], now = Date.now()): string {
-  const rows = [["ID", "CONNECTED", "SERVER", "LAST SEEN", "TAGS"]];
-  for (const a of agents) {
-    rows.push([
+  return renderTable(
+    ["ID", "CONNECTED", "SERVER", "LAST SEEN", "TAGS"],
+    agents.map((a) => [
       a.id,
       a.connected ? "yes" : "no",
       a.server ?? "-",
       a.connected ? "now" : ago(a.lastSeen, now),
       Object.entries(a.tags).map(([k, v]) => `${k}=${v}`).join(",") || "-",
-    ]);
-  }
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  "))
-    .join("\n");
+    ]),
+  );
 }

@@ -7,27 +7,18 @@
 import { JwError } from "../shared/errors.ts";
 import { loadConfig } from "../shared/config/load.ts";
 import { ClientConfig, clientEnv } from "../shared/config/client.ts";
-import { JobSpec } from "../shared/protocol/agent.ts";
-import { describeIssues } from "../shared/protocol/codec.ts";
-import { parseTarget } from "../shared/protocol/operator.ts";
-import { parseDuration } from "../shared/units.ts";
 import { ApiClient } from "./_api.ts";
-import { renderAgents, renderReply, renderSummary, succeeded } from "./_render.ts";
-import {
-  environment,
-  keyValues,
-  list,
-  type Parsed,
-  parseFlags,
-  readConfigFile,
-  str,
-} from "./_flags.ts";
+import { renderAgents, renderReply } from "./_render.ts";
+import { buildRunRequest, streamRun } from "./_run.ts";
+import { JOBS_FLAGS, JOBS_USAGE, jobsCommand } from "./_jobs.ts";
+import { environment, type Parsed, parseFlags, readConfigFile, str } from "./_flags.ts";
 
 const USAGE = `Usage: jw client [connection options] <command> [options]
 
 Commands:
   agents                          list agents: id, connected, server, last seen, tags
   run TARGET KEY [ARGS_JSON]      run a command and stream the replies
+  jobs install|list|delete|runs   persistent and scheduled jobs (see below)
   tail                            follow live output of all agents
   audit                           show the server's audit log, newest first
 
@@ -57,7 +48,16 @@ audit options:
   --limit N           entries to show, default 50
   --action ACTION     only this action, e.g. handshake.failed
 
-Exit codes (run): 0 every targeted agent finished without error and with exit code 0;
+${JOBS_USAGE}
+
+jobs options:
+  --every DUR         run every DUR (at least 1s), e.g. 30s, 5m
+  --cron EXPR         run on a cron schedule, e.g. "*/5 * * * *" (5 or 6 fields)
+  --tz ZONE           time zone for --cron, e.g. Europe/Berlin (default: the agent's)
+  --on EVENT          run on agent start, connect, disconnect or stop
+  --overlap POLICY    skip (default: no new run while one is going) or allow
+
+Exit codes (run, jobs): 0 every targeted agent finished without error and with exit code 0;
 1 any agent reported an error or a non-zero exit, did not answer in time, or none matched;
 2 usage error.`;
 
@@ -75,6 +75,11 @@ const OPTIONS = {
   tag: { type: "string" },
   limit: { type: "string" },
   action: { type: "string" },
+  every: { type: "string" },
+  cron: { type: "string" },
+  tz: { type: "string" },
+  on: { type: "string" },
+  overlap: { type: "string" },
 } as const;
 
 const PER_COMMAND: Record<string, string[]> = {
@@ -82,6 +87,7 @@ const PER_COMMAND: Record<string, string[]> = {
   run: ["id", "meta", "meta-json", "timeout"],
   tail: ["agent", "tag"],
   audit: ["limit", "action"],
+  jobs: [...new Set(Object.values(JOBS_FLAGS).flat())],
 };
 const CONNECTION = ["server", "user", "password", "config", "json", "help"];
 
@@ -93,10 +99,13 @@ export async function clientCommand(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (!sub) throw new JwError("usage", "missing command: agents, run, tail or audit");
+  if (!sub) throw new JwError("usage", "missing command: agents, run, jobs, tail or audit");
   const allowed = PER_COMMAND[sub];
   if (!allowed) {
-    throw new JwError("usage", `unknown client command "${sub}": use agents, run, tail or audit`);
+    throw new JwError(
+      "usage",
+      `unknown client command "${sub}": use agents, run, jobs, tail or audit`,
+    );
   }
   for (const [flag, value] of Object.entries(p.values)) {
     if (value !== undefined && !CONNECTION.includes(flag) && !allowed.includes(flag)) {
@@ -118,6 +127,8 @@ export async function clientCommand(argv: string[]): Promise<number> {
       return await runCommand(api, p, args, json);
     case "tail":
       return await tailCommand(api, p, args, json);
+    case "jobs":
+      return await jobsCommand(api, p, args, json);
     default:
       return await auditCommand(api, p, args, json);
   }
@@ -138,97 +149,13 @@ async function agentsCommand(api: ApiClient, args: string[], json: boolean): Pro
   return 0;
 }
 
-/** Parses `run`'s positionals and flags into a request body. */
-export function buildRunRequest(p: Parsed, args: string[]) {
-  if (args.length < 2 || args.length > 3) {
-    throw new JwError(
-      "usage",
-      'run needs TARGET KEY [ARGS_JSON], e.g. run all exec.run \'{"cmd":"/bin/echo"}\'',
-    );
-  }
-  const [target, key, argsJson] = args;
-  parseTarget(target);
-  let jobArgs: unknown = {};
-  if (argsJson !== undefined) {
-    try {
-      jobArgs = JSON.parse(argsJson);
-    } catch (err) {
-      throw new JwError("usage", `ARGS_JSON is not valid JSON: ${(err as Error).message}`);
-    }
-    if (!jobArgs || typeof jobArgs !== "object" || Array.isArray(jobArgs)) {
-      throw new JwError("usage", "ARGS_JSON must be a JSON object");
-    }
-  }
-  let meta: Record<string, unknown> | undefined;
-  const metaJson = str(p, "meta-json");
-  if (metaJson !== undefined) {
-    try {
-      meta = JSON.parse(metaJson);
-    } catch (err) {
-      throw new JwError("usage", `--meta-json is not valid JSON: ${(err as Error).message}`);
-    }
-    if (!meta || typeof meta !== "object" || Array.isArray(meta)) {
-      throw new JwError("usage", "--meta-json must be a JSON object");
-    }
-  }
-  const pairs = keyValues(list(p, "meta"), "meta");
-  if (pairs) meta = { ...meta, ...pairs };
-  const timeoutText = str(p, "timeout") ?? "30s";
-  const timeoutMs = parseDuration(timeoutText);
-  if (timeoutMs !== undefined && timeoutMs > 3_600_000) {
-    throw new JwError("usage", `--timeout may be at most 1h, got "${timeoutText}"`);
-  }
-  if (!timeoutMs || timeoutMs <= 0) {
-    throw new JwError("usage", `--timeout expects a duration like "30s", got "${timeoutText}"`);
-  }
-  const job = JobSpec.safeParse({ id: str(p, "id"), key, args: jobArgs });
-  if (!job.success) throw new JwError("usage", `bad job: ${describeIssues(job.error)}`);
-  return { target, job: job.data, meta, timeoutMs };
-}
-
 async function runCommand(
   api: ApiClient,
   p: Parsed,
   args: string[],
   json: boolean,
 ): Promise<number> {
-  const request = buildRunRequest(p, args);
-  const abort = new AbortController();
-  // The server ends the stream at the timeout; this is a backstop for a silent server.
-  const backstop = setTimeout(
-    () => abort.abort(new JwError("timeout", "server did not finish the run")),
-    request.timeoutMs + 15_000,
-  );
-  try {
-    for await (const event of api.run(request, abort.signal)) {
-      if (event.type === "dispatched") {
-        if (!json) {
-          console.error(
-            `sent ${request.job.key} to ${event.agents.length} agent(s) as ${event.id}`,
-          );
-        }
-        continue;
-      }
-      if (event.type === "summary") {
-        const outcomes = Object.values(event.agents);
-        if (outcomes.length === 0) {
-          console.error(`no agent matched ${request.target}`);
-          return 1;
-        }
-        // In --json mode stdout carries only replies; the summary goes to stderr.
-        for (const line of renderSummary(event)) (json ? console.error : console.log)(line);
-        return outcomes.every(succeeded) ? 0 : 1;
-      }
-      if (json) console.log(JSON.stringify(event));
-      else {
-        const line = renderReply(event);
-        if (line) console.log(line);
-      }
-    }
-    throw new JwError("closed", "the server ended the run without a summary");
-  } finally {
-    clearTimeout(backstop);
-  }
+  return await streamRun(api, buildRunRequest(p, args), json);
 }
 
 async function tailCommand(

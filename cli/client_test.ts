@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { isJwError } from "../shared/errors.ts";
 import { parseFlags } from "./_flags.ts";
-import { buildRunRequest } from "./client.ts";
+import { buildRunRequest } from "./_run.ts";
+import { describeTrigger, scheduleFromFlags } from "./_jobs.ts";
 import { renderReply, renderSummary, succeeded } from "./_render.ts";
 
 const OPTIONS = {
@@ -95,4 +96,35 @@ Deno.test("renderReply() and renderSummary() show agent, stream and outcome", ()
     "3 agents: 1 ok, 2 failed",
   ]);
   assert.equal(succeeded({ status: "ok", error: null, exitCode: 2 }), false);
+});
+
+Deno.test("scheduleFromFlags() turns --every/--cron/--on into a schedule and refuses the rest", async (t) => {
+  const JOB_OPTIONS = {
+    every: { type: "string" },
+    cron: { type: "string" },
+    tz: { type: "string" },
+    on: { type: "string" },
+  } as const;
+  const schedule = (...argv: string[]) => scheduleFromFlags(parseFlags(argv, JOB_OPTIONS));
+  assert.deepEqual(schedule("--every", "30s"), { trigger: "interval", every: "30s" });
+  assert.deepEqual(schedule("--cron", "0 3 * * *", "--tz", "Europe/Berlin"), {
+    trigger: "cron",
+    cron: "0 3 * * *",
+    tz: "Europe/Berlin",
+  });
+  assert.deepEqual(schedule("--on", "disconnect"), { trigger: "onDisconnect" });
+  await t.step("none", () => usage(() => schedule(), /exactly one/));
+  await t.step("two", () => usage(() => schedule("--every", "1s", "--on", "start"), /exactly one/));
+  await t.step("sub-second", () => usage(() => schedule("--every", "500ms"), /at least 1s/));
+  await t.step("negative", () => usage(() => schedule("--every=-5s"), /at least 1s/));
+  await t.step("bad event", () => usage(() => schedule("--on", "reboot"), /start, connect/));
+  await t.step(
+    "tz without cron",
+    () => usage(() => schedule("--every", "1s", "--tz", "UTC"), /--tz/),
+  );
+  assert.equal(describeTrigger({ trigger: "onStop" }), "on stop");
+  assert.equal(
+    describeTrigger({ trigger: "cron", cron: "* * * * *", tz: "UTC" }),
+    'cron "* * * * *" UTC',
+  );
 });

@@ -11,7 +11,7 @@ import { AuditLog } from "../../shared/db/audit.ts";
 import { realClock } from "../../shared/clock.ts";
 import { ApiClient } from "../../cli/_api.ts";
 import type { AgentInfo, AuditRecord } from "../../shared/protocol/operator.ts";
-import { JwProcess, type JwResult, runJw } from "./process.ts";
+import { type JsonLine, JwProcess, type JwResult, runJw } from "./process.ts";
 
 let root: string | undefined;
 
@@ -138,6 +138,12 @@ export interface AgentOptions {
   allowRun?: string[];
   dataDir?: string;
   tags?: Record<string, string>;
+  /** Extra agent config, written to a YAML file passed with --config. */
+  config?: Record<string, unknown>;
+  /** Extra flags. */
+  flags?: string[];
+  /** Connect through this URL instead of the server's (e.g. a proxy). */
+  serverUrl?: string;
 }
 
 /** A running agent process. */
@@ -201,4 +207,35 @@ export function waitForAgentAudit(
     "agent audit entry",
     () => Promise.resolve(agentAudit(dataDir).find(predicate)),
   );
+}
+
+/** A running `jw client --json tail`, with its replies parsed. */
+export class TestTail implements AsyncDisposable {
+  constructor(readonly process: JwProcess) {}
+
+  /** Every reply seen so far. */
+  get replies(): JsonLine[] {
+    return this.process.stdout.lines.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+  }
+
+  /** Replies matching `predicate`, once there are at least `count` of them. */
+  waitFor(predicate: (r: JsonLine) => boolean, count = 1, timeoutMs = 20_000): Promise<JsonLine[]> {
+    return eventually(`${count} matching replies`, () => {
+      const found = this.replies.filter(predicate);
+      return Promise.resolve(found.length >= count ? found : undefined);
+    }, timeoutMs);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.process.stop("SIGINT");
+  }
+}
+
+/** Starts `jw client --json tail [--agent ID]` and waits until it is following. */
+export async function startTail(server: TestServer, agent?: string): Promise<TestTail> {
+  const args = ["client", "--server", server.url, "--user", ADMIN.user, "--json", "tail"];
+  if (agent) args.push("--agent", agent);
+  const proc = new JwProcess(args, { JW_PASSWORD: ADMIN.password });
+  await proc.stderr.waitFor(/following live output/);
+  return new TestTail(proc);
 }

@@ -6,3 +6,4 @@
 export * from "./process.ts";
 export * from "./fleet.ts";
 export * from "./raw_agent.ts";
+export * from "./proxy.ts";
