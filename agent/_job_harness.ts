@@ -1,29 +1,46 @@
 /**
- * Test helper: a job runner wired like the agent's (registry with the built-in commands,
- * whitelist, audit log in an in-memory database) that records every reply frame.
+ * Test helper: a job runner wired like the agent's (the built-in commands behind the ACL,
+ * the whitelist, MemFs, the job store and audit log in a database) that records every
+ * reply frame. The database is in memory unless one is given (to test restarts).
  *
  * @module
  */
 import { type Clock, realClock } from "../shared/clock.ts";
 import { AuditLog, type DatabaseSync } from "../shared/db/mod.ts";
+import { type Fs, MemFs } from "../shared/fs/mod.ts";
 import { silentLogger } from "../shared/log.ts";
-import type { Command as CommandFrame, Reply } from "../shared/protocol/mod.ts";
+import type { Command as CommandFrame, Output, Reply } from "../shared/protocol/mod.ts";
 import { cryptoRandom, type Random } from "../shared/random.ts";
+import { createCommandAcl, withAcl } from "./acl.ts";
 import { openAgentDatabase } from "./db.ts";
 import { type CommandExecutor, createWhitelistExecutor } from "./executor.ts";
-import { createJobRunner, type JobRunner } from "./jobs/mod.ts";
-import { createExecCommand, createRegistry, createTagsCommand } from "./payload/mod.ts";
+import { createJobRunner, createJobStore, type JobRunner } from "./jobs/mod.ts";
+import { type Command, createRegistry, registerBuiltins } from "./payload/mod.ts";
 
 /** Options for {@link jobHarness}. */
 export interface JobHarnessOptions {
   executor: CommandExecutor;
   allowRun?: string[];
+  /** The ACL. Default ["*"]. */
+  allowCommands?: string[];
   clock?: Clock;
   random?: Random;
   /** exec.run default timeout. Default 10 s. */
   execTimeoutMs?: number;
   /** exec.run's allowEnv. Default []. */
   allowEnv?: string[];
+  /** Runs kept per job. Default 20. */
+  keepRuns?: number;
+  /** A database to use (and leave open); default a fresh in-memory one, closed on dispose. */
+  db?: DatabaseSync;
+  /** Default a new MemFs. */
+  fs?: Fs;
+  /** Extra commands to register (tests). */
+  commands?: Command[];
+  /** onStop bound. Default 5000 ms. */
+  stopTimeoutMs?: number;
+  /** Call `runner.start()` right away. Default true. */
+  start?: boolean;
 }
 
 /** A runner plus everything it produced. */
@@ -35,47 +52,81 @@ export interface JobHarness extends AsyncDisposable {
   tagChanges: Record<string, string | null>[];
   audit: AuditLog;
   db: DatabaseSync;
-  /** Runs a command frame (from server "s1") and returns the replies with its envelope id. */
+  fs: Fs;
+  /**
+   * Sends a command frame (from server "s1") and returns the replies with its envelope id
+   * once the runner has answered (a run's done output, or an install's answer).
+   */
   run(frame: Omit<CommandFrame, "v" | "type"> & Partial<CommandFrame>): Promise<Reply[]>;
+  /**
+   * Runs a command now and returns the `data` of its first output that has some (a data
+   * output or the done output); throws when the run ends with an error.
+   */
+  call(key: string, args?: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /** Done outputs of runs (frames with a run id) of job `id`, in order. */
+  doneRuns(id: string): Output[];
 }
 
-/** Builds a {@link JobHarness}. Dispose it to close the runner and database. */
+let calls = 0;
+
+/** Builds a {@link JobHarness}. Dispose it to close the runner (and its own database). */
 export function jobHarness(options: JobHarnessOptions): JobHarness {
   const clock = options.clock ?? realClock;
-  const db = openAgentDatabase(":memory:");
+  const db = options.db ?? openAgentDatabase(":memory:");
+  const fs = options.fs ?? new MemFs();
   const audit = new AuditLog(db, clock);
   const registry = createRegistry();
-  registry.register(createExecCommand({
-    defaultTimeoutMs: options.execTimeoutMs ?? 10_000,
-    allowEnv: options.allowEnv,
-  }));
-  registry.register(createTagsCommand());
   const frames: Reply[] = [];
   const tagChanges: Record<string, string | null>[] = [];
+  const keepRuns = options.keepRuns ?? 20;
   const runner = createJobRunner({
     agentId: "a1",
-    registry,
+    registry: withAcl(registry, createCommandAcl(options.allowCommands ?? ["*"])),
     executor: createWhitelistExecutor(options.executor, options.allowRun ?? []),
+    fs,
+    store: createJobStore(db, keepRuns, silentLogger),
+    keepRuns,
     clock,
     random: options.random ?? cryptoRandom,
     logger: silentLogger,
     audit,
+    stopTimeoutMs: options.stopTimeoutMs,
     send: (frame) => frames.push(frame),
     setTags: (tags) => tagChanges.push(tags),
   });
+  registerBuiltins(registry, {
+    exec: { defaultTimeoutMs: options.execTimeoutMs ?? 10_000, allowEnv: options.allowEnv },
+    jobs: runner,
+  });
+  for (const command of options.commands ?? []) registry.register(command);
+  if (options.start ?? true) runner.start();
+  const run: JobHarness["run"] = async (frame) => {
+    await runner.run({ v: 1, type: "command", ...frame } as CommandFrame, "s1");
+    return frames.filter((f) => f.id === frame.id);
+  };
   return {
     runner,
     frames,
     tagChanges,
     audit,
     db,
-    async run(frame) {
-      await runner.run({ v: 1, type: "command", ...frame } as CommandFrame, "s1");
-      return frames.filter((f) => f.id === frame.id);
+    fs,
+    run,
+    async call(key, args = {}) {
+      const id = `call-${++calls}`;
+      const replies = await run({ id, job: { key, args } });
+      const done = replies.at(-1) as Output;
+      if (done.error) throw new Error(`${key} failed: ${done.error.code}: ${done.error.message}`);
+      const withData = replies.find((f): f is Output => f.type === "output" && !!f.data);
+      return withData?.data ?? {};
     },
+    doneRuns: (id) =>
+      frames.filter((f): f is Output =>
+        f.type === "output" && f.done === true && f.job.id === id && f.run !== undefined
+      ),
     async [Symbol.asyncDispose]() {
       await runner.close();
-      db.close();
+      if (!options.db) db.close();
     },
   };
 }

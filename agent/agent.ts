@@ -1,6 +1,6 @@
 /**
- * `startAgent`: wires identity, database, executor, registry, job runner, outbox and the
- * connection into one running agent.
+ * `startAgent`: wires identity, database, executor, registry (behind the command ACL), job
+ * runner, durable outbox and the connection into one running agent.
  *
  * @module
  */
@@ -16,9 +16,10 @@ import { createDenoExecutor } from "./deno_executor.ts";
 import { createDenoTransport } from "./deno_transport.ts";
 import { type CommandExecutor, createWhitelistExecutor } from "./executor.ts";
 import { loadIdentity } from "./identity.ts";
-import { createJobRunner } from "./jobs/mod.ts";
+import { createCommandAcl, withAcl } from "./acl.ts";
+import { createJobRunner, createJobStore } from "./jobs/mod.ts";
 import { createOutbox } from "./outbox.ts";
-import { createExecCommand, createRegistry, createTagsCommand } from "./payload/mod.ts";
+import { createRegistry, registerBuiltins } from "./payload/mod.ts";
 import type { Transport } from "./transport.ts";
 
 /** Seams for tests; each defaults to the real thing. */
@@ -33,8 +34,13 @@ export interface AgentDeps {
   executor?: CommandExecutor;
   /** Default the Deno WebSocket transport. */
   transport?: Transport;
-  /** Where the key files live. Default `realFs`. (The sqlite file is always on the real disk.) */
+  /**
+   * Where the key files live and what commands see as `ctx.fs`. Default `realFs`. (The
+   * sqlite file is always on the real disk.)
+   */
   fs?: Fs;
+  /** How long `close()` waits for onStop jobs before killing them. Default 5000 ms. */
+  stopTimeoutMs?: number;
 }
 
 /** A running agent. */
@@ -48,16 +54,20 @@ export interface JwAgent extends AsyncDisposable {
   /** Resolves at the next welcome, or at once while connected; rejects (`closed`) on close. */
   welcomed(): Promise<void>;
   /**
-   * Stops reconnecting, kills running processes (their runs end with error `closed`, sent if
-   * still connected), closes the socket with 1000 and the database. Idempotent.
+   * Stops: disarms job triggers, kills running processes (their runs end with error
+   * `closed`), runs `onStop` jobs (at most `stopTimeoutMs`) while the socket is still open,
+   * then stops reconnecting, closes the socket with 1000 and the database. Replies that
+   * could not be sent stay in the outbox for the next start. Idempotent.
    */
   close(): Promise<void>;
 }
 
 /**
- * Starts an agent: loads or creates its key pair in `config.data`, opens `agent.db`, and
- * starts the connection loop. Returns without waiting for a connection (see
- * {@link JwAgent.welcomed}).
+ * Starts an agent: loads or creates its key pair in `config.data`, opens `agent.db`, starts
+ * the connection loop, reloads persistent jobs and fires `onStart` jobs (their replies wait
+ * in the outbox for the first welcome). Returns without waiting for a connection (see
+ * {@link JwAgent.welcomed}). Each welcome sends the outbox, then fires `onConnect` jobs;
+ * each lost connection fires `onDisconnect` jobs.
  * @throws JwError `config` when the key file is unsafe or unreadable or the database
  *   cannot be opened.
  */
@@ -82,30 +92,38 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       config.allowRun,
     );
     const registry = createRegistry();
-    registry.register(
-      createExecCommand({ defaultTimeoutMs: config.execTimeout, allowEnv: config.allowEnv }),
-    );
-    registry.register(createTagsCommand());
-
     const tags: Record<string, string> = { ...config.tags };
-    const outbox = createOutbox(logger);
+    const outbox = createOutbox({
+      db,
+      maxFrames: config.outbox.maxFrames,
+      send: (frame) => connection.send(frame),
+      clock,
+      random,
+      logger: logger.child("outbox"),
+    });
     const runner = createJobRunner({
       agentId: config.id,
-      registry,
+      registry: withAcl(registry, createCommandAcl(config.allowCommands)),
       executor,
+      fs,
+      store: createJobStore(db, config.jobs.keepRuns, logger),
+      keepRuns: config.jobs.keepRuns,
       clock,
       random,
       logger,
       audit,
-      send: (frame) => {
-        if (!connection.send(frame)) outbox.push(frame);
-      },
+      stopTimeoutMs: deps.stopTimeoutMs,
+      send: (frame) => outbox.deliver(frame),
       setTags: (changes) => {
         for (const [name, value] of Object.entries(changes)) {
           if (value === null) delete tags[name];
           else tags[name] = value;
         }
       },
+    });
+    registerBuiltins(registry, {
+      exec: { defaultTimeoutMs: config.execTimeout, allowEnv: config.allowEnv },
+      jobs: runner,
     });
     const connection = startConnection({
       agentId: config.id,
@@ -122,16 +140,24 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       running: () => runner.running,
       startedAt,
       onWelcome: () => {
-        const sent = outbox.drain((frame) => connection.send(frame));
-        if (sent > 0) logger.info("sent replies queued while disconnected", { frames: sent });
+        const waiting = outbox.size;
+        void outbox.drain().then((sent) => {
+          if (sent > 0) {
+            logger.info("sent replies queued while disconnected", { frames: sent, waiting });
+          }
+        });
+        runner.connected();
       },
+      onDisconnect: () => runner.disconnected(),
       onCommand: (frame, serverId) => void runner.run(frame, serverId),
     });
+    runner.start();
 
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> =>
       closing ??= (async () => {
         await runner.close();
+        outbox.close();
         await connection.close();
         db.close();
         logger.info("stopped");

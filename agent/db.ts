@@ -1,6 +1,6 @@
 /**
- * The agent's sqlite database, DATA/agent.db. It holds the audit log; the jobs table comes
- * in a later version.
+ * The agent's sqlite database, DATA/agent.db: the audit log, persistent jobs and their run
+ * history (`jobs`, `runs`), and the outbox of replies made while disconnected.
  *
  * @module
  */
@@ -12,9 +12,15 @@ import {
   type Migration,
   openDatabase,
 } from "../shared/db/mod.ts";
+import { jobsMigration } from "./jobs/store.ts";
+import { outboxMigration } from "./outbox.ts";
 
 /** The agent's migrations, in order. Append only. */
-export const agentMigrations: readonly Migration[] = [auditMigration];
+export const agentMigrations: readonly Migration[] = [
+  auditMigration,
+  jobsMigration,
+  outboxMigration,
+];
 
 /** The database file name inside the data directory. */
 export const AGENT_DB_FILE = "agent.db";

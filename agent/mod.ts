@@ -2,7 +2,8 @@
  * `jw agent`: keeps one WebSocket to the server that owns it and runs commands.
  *
  * The entry point is {@link startAgent}. The seams (transport, executor) are exported for
- * the CLI and tests.
+ * the CLI and tests, with the command ACL and the shapes `job.list` / `job.runs` answer with
+ * ({@link JobSummary}, {@link RunRecord}).
  *
  * @module
  */
@@ -19,3 +20,6 @@ export {
 export { createDenoExecutor, type DenoExecutorOptions } from "./deno_executor.ts";
 export { type AgentIdentity, loadIdentity } from "./identity.ts";
 export { AGENT_PATH, agentUrl } from "./url.ts";
+export { type CommandAcl, createCommandAcl, withAcl } from "./acl.ts";
+export type { JobSummary, RunRecord } from "./jobs/mod.ts";
+export { OUTBOX_JOB } from "./outbox.ts";

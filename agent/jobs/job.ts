@@ -1,5 +1,5 @@
 /**
- * The job model and the reply frames of one run.
+ * The job model, the record of a finished run, and the reply frames of one run.
  *
  * @module
  */
@@ -12,42 +12,100 @@ import {
   type Log,
   type LogLevel,
   type Output,
+  type Overlap,
   PROTOCOL_VERSION,
   type Schedule,
   type SetTag,
 } from "../../shared/protocol/mod.ts";
 
-/** A job as received: what to run and where its replies go. */
+/** A job: what to run, when, and where its replies go. Immutable once created. */
 export interface Job {
   /** The job id: the one given, else `j-` + a random id. */
-  id: string;
+  readonly id: string;
   /** Command key, `category.name`. */
-  key: string;
-  /** Arguments, not yet checked against the command's schema. */
-  args: Record<string, unknown>;
+  readonly key: string;
+  /** Arguments as sent (checked against the command's schema before the job exists). */
+  readonly args: Record<string, unknown>;
   /** The command's `meta`, copied verbatim onto every reply; absent when the command had none. */
-  meta?: Record<string, unknown>;
-  /** The command frame's envelope id, carried as `id` on every reply. */
-  envelopeId: string;
-  /** When to run; absent means now. */
-  schedule?: Schedule;
-  /** Whether the job should survive restarts. */
-  persistent?: boolean;
+  readonly meta?: Record<string, unknown>;
+  /** When it runs; `{trigger: "now"}` when the command gave no schedule. */
+  readonly trigger: Schedule;
+  /** Kept in the agent's database and reloaded at start. */
+  readonly persistent: boolean;
+  /** What to do when it is due while a run is still going. */
+  readonly overlap: Overlap;
+  /** When the agent received it (epoch ms). */
+  readonly createdAt: number;
+  /** The id of the server that sent it. */
+  readonly createdBy: string;
+  /** The command frame's envelope id, carried as `id` on every reply of every run. */
+  readonly envelopeId: string;
 }
 
-/** Builds the {@link Job} a `command` frame carries; makes up the id when none is given. */
-export function jobFromCommand(frame: CommandFrame, random: Random): Job {
+/**
+ * Builds the {@link Job} a `command` frame carries; makes up the id when none is given.
+ * Nothing is checked here beyond what the frame schema already did.
+ */
+export function jobFromCommand(
+  frame: CommandFrame,
+  serverId: string,
+  now: number,
+  random: Random,
+): Job {
   const spec = frame.job;
   const job: Job = {
     id: spec.id ?? `j-${randomId(random)}`,
     key: spec.key,
     args: spec.args,
+    trigger: spec.schedule ?? { trigger: "now" },
+    persistent: spec.persistent ?? false,
+    overlap: spec.overlap ?? "skip",
+    createdAt: now,
+    createdBy: serverId,
     envelopeId: frame.id,
   };
-  if (frame.meta !== undefined) job.meta = frame.meta;
-  if (spec.schedule !== undefined) job.schedule = spec.schedule;
-  if (spec.persistent !== undefined) job.persistent = spec.persistent;
-  return job;
+  return frame.meta === undefined ? job : { ...job, meta: frame.meta };
+}
+
+/**
+ * True when a job is installed (kept, listed, and run by its trigger) rather than run once
+ * right away: it has a trigger other than `now`, or it is persistent.
+ */
+export function isInstalled(job: Job): boolean {
+  return job.trigger.trigger !== "now" || job.persistent;
+}
+
+/** A finished run, as kept in the run history and listed by `job.runs`. */
+export interface RunRecord {
+  /** The run id, `r-` + random. */
+  run: string;
+  /** Epoch ms. */
+  start: number;
+  /** Epoch ms. */
+  finish: number;
+  durationMs: number;
+  /** The process exit code; `null` when there was no process or it was killed. */
+  exitCode: number | null;
+  /** Why the run failed; `null` when it did not. */
+  error: ErrorInfo | null;
+}
+
+/** One installed job as listed by `job.list`. */
+export interface JobSummary {
+  id: string;
+  key: string;
+  trigger: Schedule;
+  persistent: boolean;
+  overlap: Overlap;
+  createdAt: number;
+  /** When a time trigger fires next (epoch ms); `null` for event triggers and `now`. */
+  next: number | null;
+  /** True while a run of it is going. */
+  running: boolean;
+  /** Due times skipped (overlap `skip`) since the agent started. */
+  skipped: number;
+  /** The newest finished run, if any. */
+  last: RunRecord | null;
 }
 
 /** The fields every reply carries. */
@@ -56,6 +114,7 @@ interface ReplyCommon {
   id: string;
   meta?: Record<string, unknown>;
   job: JobRef;
+  run?: string;
   seq: number;
   ts: number;
 }
@@ -67,23 +126,28 @@ export interface DoneFields {
   /** Omitted when the command ran no process. */
   exitCode?: number | null;
   error: ErrorInfo | null;
+  /** A structured result carried on the done output. */
+  data?: Record<string, unknown>;
 }
 
 /**
- * Makes the reply frames of one run of a job: every frame carries `{v, id: envelopeId,
- * meta (when present), job: {id, key}, seq, ts}`, with `seq` counting from 0 in creation
- * order. Not shared between runs.
+ * Makes the reply frames of one run of a job (or of its install answer): every frame
+ * carries `{v, id: envelopeId, meta (when present), job: {id, key}, run (when given), seq,
+ * ts}`, with `seq` counting from 0 in creation order. `setTag` frames carry no `run` (their
+ * schema has none). Not shared between runs.
  */
 export class Replies {
   readonly #job: Job;
   readonly #ref: JobRef;
   readonly #clock: Clock;
+  readonly #run: string | undefined;
   #seq = 0;
 
-  constructor(job: Job, clock: Clock) {
+  constructor(job: Job, clock: Clock, run?: string) {
     this.#job = job;
     this.#ref = { id: job.id, key: job.key };
     this.#clock = clock;
+    this.#run = run;
   }
 
   /** Number of frames made so far (the next frame's seq). */
@@ -110,7 +174,8 @@ export class Replies {
 
   /** A tag change. */
   setTag(tags: Record<string, string | null>): SetTag {
-    return { ...this.#common(), type: "setTag", tags };
+    const { run: _run, ...common } = this.#common();
+    return { ...common, type: "setTag", tags };
   }
 
   /** The last frame of the run. */
@@ -125,6 +190,7 @@ export class Replies {
       error: fields.error,
     };
     if (fields.exitCode !== undefined) frame.exitCode = fields.exitCode;
+    if (fields.data !== undefined) frame.data = fields.data;
     return frame;
   }
 
@@ -136,6 +202,8 @@ export class Replies {
       seq: this.#seq++,
       ts: this.#clock.now(),
     };
-    return this.#job.meta === undefined ? base : { ...base, meta: this.#job.meta };
+    if (this.#job.meta !== undefined) base.meta = this.#job.meta;
+    if (this.#run !== undefined) base.run = this.#run;
+    return base;
   }
 }

@@ -1,12 +1,45 @@
 /**
- * Jobs: the model, the reply frames of a run, and the runner.
+ * Jobs: the model, triggers, the scheduler, the store (jobs and run history in sqlite), one
+ * run's replies, and the runner that ties them together.
  *
  * @module
  */
-export { type DoneFields, type Job, jobFromCommand, Replies } from "./job.ts";
+export {
+  type DoneFields,
+  isInstalled,
+  type Job,
+  jobFromCommand,
+  type JobSummary,
+  Replies,
+  type RunRecord,
+} from "./job.ts";
 export {
   type AuditSink,
   createJobRunner,
+  DEFAULT_STOP_TIMEOUT_MS,
   type JobRunner,
   type JobRunnerOptions,
 } from "./runner.ts";
+export { DENIAL_CODES, executeRun, type RunDeps, type RunOutcome } from "./run.ts";
+export {
+  createScheduler,
+  MAX_TIMER_MS,
+  type Scheduler,
+  type SchedulerOptions,
+} from "./scheduler.ts";
+export {
+  createJobStore,
+  createMemoryRunHistory,
+  jobsMigration,
+  type JobStore,
+  type RunHistory,
+} from "./store.ts";
+export {
+  type CompiledTrigger,
+  compileTrigger,
+  cronTrigger,
+  type EventTrigger,
+  intervalTrigger,
+  MIN_INTERVAL_MS,
+  type TimeTrigger,
+} from "./triggers.ts";

@@ -29,7 +29,10 @@ Deno.test("JobRunner replies carry envelope id, verbatim meta, job ref, seq from
     job: { id: "job-7", key: "exec.run", args: { cmd: "/bin/echo" } },
   });
   assert.deepEqual(frames.map((f) => f.seq), frames.map((_, i) => i));
+  const run = (frames[0] as Output).run;
+  assert.match(run ?? "", /^r-[A-Za-z0-9_-]{16}$/);
   for (const f of frames) {
+    assert.equal((f as Output).run, run, "every reply names the run");
     assert.equal(f.v, 1);
     assert.equal(f.id, "env-1");
     assert.deepEqual(f.meta, meta);
@@ -97,26 +100,23 @@ Deno.test("JobRunner refuses what it cannot run with a single done output", asyn
     ],
     ["relative program", { key: "exec.run", args: { cmd: "rm" } }, "not_whitelisted", /absolute/],
     [
-      "interval schedule",
-      {
-        key: "exec.run",
-        args: { cmd: "/bin/echo" },
-        schedule: { trigger: "interval", every: "1m" },
-      },
-      "unsupported",
-      /later version/,
+      "forbidden by the ACL",
+      { key: "exec.run", args: { cmd: "/bin/echo" } },
+      "forbidden",
+      /exec\.run is not allowed on this agent: it is not on the agent's allowCommands list/,
     ],
     [
-      "persistent",
-      { key: "exec.run", args: { cmd: "/bin/echo" }, persistent: true },
-      "unsupported",
-      /later version/,
+      "forbidden wins over an unknown key",
+      { key: "nope.run", args: {} },
+      "forbidden",
+      /nope\.run/,
     ],
   ];
   for (const [name, job, code, message] of cases) {
     await t.step(name, async () => {
       const executor = new FakeExecutor((p) => p.exit(0));
-      await using h = jobHarness({ executor, allowRun: ECHO });
+      const allowCommands = code === "forbidden" ? ["tags.set", "job.*"] : undefined;
+      await using h = jobHarness({ executor, allowRun: ECHO, allowCommands });
       const frames = await h.run({ id: "env-x", meta: { m: 1 }, job: job as never });
       assert.equal(frames.length, 1);
       const last = done(frames);

@@ -1,12 +1,23 @@
 /**
  * The command registry: every command the agent can run, keyed `category.name`, with a zod
- * schema for its arguments. Categories live one per file beside this one.
+ * schema for its arguments, a one-line description and an implementation.
+ *
+ * Where a new command goes:
+ * - one file per category beside this one: `agent/payload/<category>.ts` holds every
+ *   `<category>.<name>` command (exec.ts has `exec.run`, tags.ts `tags.set`, job.ts `job.*`);
+ * - write it with {@link defineCommand} (key, description, a strict zod `args` schema, `run`);
+ * - register it in the one list of built-ins, `registerBuiltins()` in
+ *   `agent/payload/builtins.ts` (one `registry.register(...)` line), and export its factory
+ *   from `agent/payload/mod.ts`;
+ * - test it beside its file (`<category>_test.ts`) through `agent/_job_harness.ts`.
+ * The ACL (`allowCommands`), argument checking and reply frames come for free.
  *
  * @module
  */
 import type { z } from "zod";
 import type { Clock } from "../../shared/clock.ts";
 import { type ErrorInfo, JwError } from "../../shared/errors.ts";
+import type { Fs } from "../../shared/fs/mod.ts";
 import type { Logger } from "../../shared/log.ts";
 import { CommandKey, describeIssues, type LogLevel } from "../../shared/protocol/mod.ts";
 import type { CommandExecutor } from "../executor.ts";
@@ -17,15 +28,36 @@ export interface RunResult {
   exitCode?: number | null;
   /** Why the run failed; `null` or absent when it did not. */
   error?: ErrorInfo | null;
+  /** A structured result carried on the `done` output itself (an object, never an array). */
+  data?: Record<string, unknown>;
+}
+
+/** The job and run a command is running for. */
+export interface JobInfo {
+  /** The job id (given by the operator or made up by the agent). */
+  readonly id: string;
+  /** The command key, `category.name`. */
+  readonly key: string;
+  /** The job's `meta` as the operator sent it (copied onto every reply); absent if none. */
+  readonly meta?: Readonly<Record<string, unknown>>;
+  /** This run's id (`r-` + random); a scheduled job has a new one per run. */
+  readonly run: string;
+  /** The id of the server the job came from. */
+  readonly createdBy: string;
 }
 
 /** What a running command may do. Every emit becomes one reply frame, in call order. */
 export interface RunContext {
+  /** The job and run. */
+  job: JobInfo;
   /** One line of text output on `stream`. */
   emitText(stream: "stdout" | "stderr", text: string): void;
-  /** One structured output object. */
+  /**
+   * One structured output object (arrays are fine inside it).
+   * @throws JwError `invalid_args` when `data` is not a plain object (e.g. a top-level array).
+   */
   emitData(data: Record<string, unknown>): void;
-  /** A log frame for this job. */
+  /** A log frame for this job, at error, warn, info, debug or trace. */
   log(level: LogLevel, message: string, fields?: Record<string, unknown>): void;
   /** Sets (string) or deletes (null) the agent's tags and tells the server (`setTag`). */
   setTags(tags: Record<string, string | null>): void;
@@ -35,8 +67,25 @@ export interface RunContext {
   clock: Clock;
   /** Starts programs; already restricted to the agent's whitelist. */
   executor: CommandExecutor;
-  /** The agent's logger, named after the job. */
+  /** Files (the real disk in the agent, `MemFs` in tests). */
+  fs: Fs;
+  /** The agent's logger, named after the command key. */
   logger: Logger;
+}
+
+/** The message for {@link checkStructured} failures. */
+export const STRUCTURED_OUTPUT_MESSAGE =
+  "structured output must be an object (arrays are fine inside it)";
+
+/**
+ * Checks that `data` may be sent as structured output: a plain object, never a top-level
+ * array, `null` or a primitive.
+ * @throws JwError `invalid_args` otherwise.
+ */
+export function checkStructured(data: unknown): asserts data is Record<string, unknown> {
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new JwError("invalid_args", STRUCTURED_OUTPUT_MESSAGE);
+  }
 }
 
 /**
@@ -46,6 +95,8 @@ export interface RunContext {
 export interface Command<A = unknown> {
   /** `category.name`. */
   readonly key: string;
+  /** What it does, one line (shown to operators). */
+  readonly description: string;
   /** Schema of the arguments object. */
   readonly args: z.ZodType<A>;
   /** Runs once per job. */
@@ -55,6 +106,7 @@ export interface Command<A = unknown> {
 /** Declares a command with its argument type inferred from the schema. */
 export function defineCommand<S extends z.ZodType>(command: {
   key: string;
+  description: string;
   args: S;
   run(ctx: RunContext, args: z.output<S>): Promise<RunResult>;
 }): Command<z.output<S>> {
@@ -108,6 +160,9 @@ export function createRegistry(): Registry {
           "internal",
           `command key "${command.key}" must look like "category.name"`,
         );
+      }
+      if (command.description.trim() === "") {
+        throw new JwError("internal", `command "${command.key}" has no description`);
       }
       if (commands.has(command.key)) {
         throw new JwError("internal", `command "${command.key}" is registered twice`);

@@ -7,6 +7,7 @@ import { createTagsCommand } from "./tags.ts";
 
 const echo = defineCommand({
   key: "test.echo",
+  description: "echoes its text",
   args: z.object({
     text: z.string(),
     times: z.number().int().default(1),

@@ -6,7 +6,7 @@
  * @module
  */
 import { z } from "zod";
-import { JwError } from "../../shared/errors.ts";
+import { isJwError, JwError } from "../../shared/errors.ts";
 import { formatDuration, parseDuration } from "../../shared/units.ts";
 import { type Command, defineCommand, type RunResult } from "./commands.ts";
 
@@ -75,16 +75,19 @@ export interface ExecCommandOptions {
 
 /**
  * Creates `exec.run`. On timeout the whole process group gets SIGKILL and the run ends with
- * error `timeout` ("killed after 5s"); when the agent stops, likewise with error `closed`.
+ * error `timeout` ("killed after 5s"); when the run is aborted (the agent stops, the job is
+ * deleted), likewise with the abort reason (error `closed`, "killed because …").
  * A process killed by someone else ends with `exitCode: null`, no error, and a warn log.
  * Spawn problems surface as the executor's JwError (`not_whitelisted`, `spawn_failed`).
  */
 export function createExecCommand(options: ExecCommandOptions): Command<ExecArgs> {
   return defineCommand({
     key: "exec.run",
+    description:
+      "runs a whitelisted program (absolute path, no shell) and streams its output lines",
     args: ExecArgs,
     async run(ctx, args): Promise<RunResult> {
-      if (ctx.signal.aborted) throw new JwError("closed", "agent is stopping");
+      if (ctx.signal.aborted) throw stopReason(ctx.signal);
       const timeoutMs = Math.min(args.timeout ?? options.defaultTimeoutMs, MAX_TIMEOUT_MS);
       const allowEnv = options.allowEnv ?? [];
       for (const name of Object.keys(args.env ?? {})) {
@@ -102,13 +105,13 @@ export function createExecCommand(options: ExecCommandOptions): Command<ExecArgs
         cwd: args.cwd,
         env: args.env,
       });
-      let stopped: "timeout" | "closed" | undefined;
-      const stop = (why: "timeout" | "closed") => {
+      let stopped: "timeout" | JwError | undefined;
+      const stop = (why: "timeout" | JwError) => {
         stopped ??= why;
         proc.kill("SIGKILL");
       };
       const timer = ctx.clock.setTimeout(() => stop("timeout"), timeoutMs);
-      const onAbort = () => stop("closed");
+      const onAbort = () => stop(stopReason(ctx.signal));
       ctx.signal.addEventListener("abort", onAbort, { once: true });
       const pump = async (stream: "stdout" | "stderr") => {
         for await (const line of proc[stream]) ctx.emitText(stream, line);
@@ -121,11 +124,8 @@ export function createExecCommand(options: ExecCommandOptions): Command<ExecArgs
             error: { code: "timeout", message: `killed after ${formatDuration(timeoutMs)}` },
           };
         }
-        if (stopped === "closed") {
-          return {
-            exitCode: status.code,
-            error: { code: "closed", message: "killed because the agent is stopping" },
-          };
+        if (stopped !== undefined) {
+          return { exitCode: status.code, error: { code: stopped.code, message: stopped.message } };
         }
         if (status.signal) {
           ctx.log("warn", `process was killed by ${status.signal}`, { signal: status.signal });
@@ -137,4 +137,11 @@ export function createExecCommand(options: ExecCommandOptions): Command<ExecArgs
       }
     },
   });
+}
+
+/** The JwError a run was aborted with (the runner aborts with one), else a generic `closed`. */
+function stopReason(signal: AbortSignal): JwError {
+  return isJwError(signal.reason)
+    ? signal.reason
+    : new JwError("closed", "killed because the agent is stopping");
 }

@@ -19,6 +19,7 @@ export type TagsArgs = z.output<typeof TagsArgs>;
 export function createTagsCommand(): Command<TagsArgs> {
   return defineCommand({
     key: "tags.set",
+    description: "sets or deletes the agent's tags (kept for its next hello)",
     args: TagsArgs,
     run(ctx, args) {
       ctx.setTags(args.tags);

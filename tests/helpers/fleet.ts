@@ -166,12 +166,18 @@ export async function startAgent(
     "--id",
     id,
     "--server",
-    server.url,
+    options.serverUrl ?? server.url,
     "--data",
     dataDir,
     "--log-level",
     "debug",
+    ...(options.flags ?? []),
   ];
+  if (options.config) {
+    const file = `${await scratchDir("agent-config-")}/agent.yaml`;
+    await Deno.writeTextFile(file, JSON.stringify(options.config));
+    args.push("--config", file);
+  }
   for (const p of options.allowRun ?? ["/bin/echo", "/bin/sh", "/bin/sleep"]) {
     args.push("--allow-run", p);
   }
