@@ -146,6 +146,10 @@ Try next (in another terminal, from this checkout):
     }","args":["hello"]}' --meta ticket=42
   ${jw} ${conn} run tag:zone=b tags.set '{"tags":{"color":"green"}}'
   ${jw} ${conn} --json run all exec.run '{"cmd":"${uname}","args":["-a"]}'
+  ${jw} ${conn} jobs install all exec.run '{"cmd":"${
+      allowRun[0]
+    }","args":["tick"]}' --id tick --every 10s
+  ${jw} ${conn} jobs list
   ${jw} ${conn} tail
   ${jw} ${conn} audit --limit 10
 Programs the demo agents may run: ${allowRun.join(" ")}
