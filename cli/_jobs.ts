@@ -222,7 +222,7 @@ export async function jobsCommand(
       );
       const rows = rowsOf(answers, "jobs");
       if (json) console.log(JSON.stringify(rows));
-      else if (rows.length === 0) console.log("no jobs");
+      else if (rows.length === 0 && answers.every((a) => !a.error)) console.log("no jobs");
       else {
         console.log(renderTable(
           ["AGENT", "JOB", "KEY", "TRIGGER", "NEXT RUN", "LAST RUN"],

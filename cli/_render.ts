@@ -25,7 +25,7 @@ export function renderReply(r: RelayedReply): string | undefined {
           : "on its event";
         lines.push(`${who} installed job ${installed.id} (${installed.key}); next run: ${next}`);
       } else if (r.data !== undefined) lines.push(`${who} data   ${JSON.stringify(r.data)}`);
-      if (r.done) {
+      if (r.done && !(installed && !r.error)) {
         const parts = [r.error ? `failed ${r.error.code}: ${r.error.message}` : "done  "];
         if (r.exitCode !== undefined) parts.push(`exit ${r.exitCode ?? "-"}`);
         if (r.durationMs !== undefined) parts.push(`in ${formatDuration(r.durationMs)}`);
