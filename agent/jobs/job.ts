@@ -133,8 +133,7 @@ export interface DoneFields {
 /**
  * Makes the reply frames of one run of a job (or of its install answer): every frame
  * carries `{v, id: envelopeId, meta (when present), job: {id, key}, run (when given), seq,
- * ts}`, with `seq` counting from 0 in creation order. `setTag` frames carry no `run` (their
- * schema has none). Not shared between runs.
+ * ts}`, with `seq` counting from 0 in creation order. Not shared between runs.
  */
 export class Replies {
   readonly #job: Job;
@@ -174,8 +173,7 @@ export class Replies {
 
   /** A tag change. */
   setTag(tags: Record<string, string | null>): SetTag {
-    const { run: _run, ...common } = this.#common();
-    return { ...common, type: "setTag", tags };
+    return { ...this.#common(), type: "setTag", tags };
   }
 
   /** The last frame of the run. */

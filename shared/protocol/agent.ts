@@ -166,6 +166,7 @@ export const SetTag = z.object({
   tags: z.record(TagName, z.string().max(256).nullable()),
   meta: Meta.optional(),
   job: JobRef.optional(),
+  run: Id.optional(),
   seq: z.number().int().nonnegative().optional(),
 }).strict();
 export type SetTag = z.infer<typeof SetTag>;

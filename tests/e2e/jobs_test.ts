@@ -118,7 +118,7 @@ Deno.test("jw client jobs install, list, runs and delete against a real agent", 
 Deno.test("bad job input gets a clear error and an audit entry; the agent keeps working", async (t) => {
   await using server = await startServer();
   await using agent = await startAgent(server, "b1");
-  await using _narrow = await startAgent(server, "b2", { flags: ["--allow-command", "exec.run"] });
+  await using narrow = await startAgent(server, "b2", { flags: ["--allow-command", "exec.run"] });
 
   const agentSide: [string, Record<string, unknown>, string][] = [
     ["bad cron expression", { trigger: "cron", cron: "not a cron" }, "invalid_args"],
@@ -225,6 +225,11 @@ Deno.test("bad job input gets a clear error and an audit entry; the agent keeps 
     const run = await server.client("--json", "run", "agent:b2", "tags.set", '{"tags":{"a":"b"}}');
     assert.equal(run.code, 1);
     assert.equal(run.json.find((l) => l.done)?.error?.code, "forbidden");
+    await waitForAgentAudit(
+      narrow.dataDir,
+      (e) =>
+        e.action === "command.denied" && e.key === "tags.set" && /^forbidden:/.test(e.reason ?? ""),
+    );
     const ok = await server.client("run", "agent:b2", "exec.run", ECHO("allowed"));
     assert.equal(ok.code, 0, ok.stderr);
   });

@@ -184,7 +184,10 @@ Deno.test("jw client run against real agents", async (t) => {
       '{"tags":{"role":"web","zone":null}}',
     );
     assert.equal(set.code, 0, set.stderr);
-    assert.ok(set.json.some((l) => l.type === "setTag" && l.tags.role === "web"));
+    const setTag = set.json.find((l) => l.type === "setTag");
+    assert.equal(setTag?.tags.role, "web");
+    assert.equal(setTag?.job.key, "tags.set");
+    assert.equal(typeof setTag?.run, "string", "setTag carries the run id like every reply");
     const a1 = await server.waitForAgent("a1", (a) => a.tags.role === "web");
     assert.equal(a1.tags.zone, undefined, "null deletes a tag");
     const r = await server.client(
