@@ -148,7 +148,12 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         });
         runner.connected();
       },
-      onDisconnect: () => runner.disconnected(),
+      onDisconnect: () => {
+        outbox.disconnected();
+        runner.disconnected();
+      },
+      onAck: (upTo) => outbox.ack(upTo),
+      stream: () => outbox.stream,
       onCommand: (frame, serverId) => void runner.run(frame, serverId),
     });
     runner.start();

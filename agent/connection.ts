@@ -71,6 +71,15 @@ export interface ConnectionOptions {
   onCommand?(command: Command, serverId: string): void;
   /** Called when a welcomed connection ends. */
   onDisconnect?(): void;
+  /** Called for each `ack` from the server (replies processed up to `upTo`). */
+  onAck?(upTo: number): void;
+  /** The outbox stream id sent in `hello` (see the `Hello` schema). */
+  stream?(): string;
+  /**
+   * How many heartbeat intervals the server may stay silent before the agent gives up on
+   * the connection and reconnects (the server answers every `alive`). Default 3.
+   */
+  silenceHeartbeats?: number;
 }
 
 /** A running connection loop. */
@@ -97,6 +106,10 @@ interface Session {
   serverId?: string;
   handshakeTimer?: TimerId;
   heartbeatTimer?: TimerId;
+  /** Fires when the server has been silent too long after the welcome. */
+  silenceTimer?: TimerId;
+  /** Heartbeat interval from the welcome, ms. */
+  heartbeatMs?: number;
 }
 
 /**
@@ -231,6 +244,8 @@ class AgentConnection implements Connection {
       version: JW_VERSION,
       tags: this.#o.tags(),
     };
+    const stream = this.#o.stream?.();
+    if (stream !== undefined) hello.stream = stream;
     socket.send(encodeFrame(hello));
     s.handshakeTimer = clock.setTimeout(() => {
       logger.warn("handshake timed out", { url });
@@ -249,6 +264,7 @@ class AgentConnection implements Connection {
     } finally {
       if (s.handshakeTimer !== undefined) clock.clearTimeout(s.handshakeTimer);
       if (s.heartbeatTimer !== undefined) clock.clearTimeout(s.heartbeatTimer);
+      if (s.silenceTimer !== undefined) clock.clearTimeout(s.silenceTimer);
       this.#session = undefined;
       if (s.phase === "welcomed") {
         this.#connected = false;
@@ -261,6 +277,7 @@ class AgentConnection implements Connection {
   }
 
   async #onText(s: Session, text: string): Promise<void> {
+    if (s.phase === "welcomed") this.#armSilence(s);
     let frame: ServerFrame;
     try {
       frame = decodeFrame(text, serverToAgent, this.#o.maxFrame);
@@ -291,6 +308,10 @@ class AgentConnection implements Connection {
       case "command":
         if (s.phase !== "welcomed") return this.#unexpected(s, frame);
         this.#o.onCommand?.(frame, s.serverId!);
+        return;
+      case "ack":
+        if (s.phase !== "welcomed") return this.#unexpected(s, frame);
+        this.#o.onAck?.(frame.upTo);
         return;
       case "error":
         this.#o.logger.warn(
@@ -350,6 +371,8 @@ class AgentConnection implements Connection {
     if (s.handshakeTimer !== undefined) clock.clearTimeout(s.handshakeTimer);
     s.phase = "welcomed";
     s.serverId = frame.serverId;
+    s.heartbeatMs = frame.heartbeatMs;
+    this.#armSilence(s);
     this.#connected = true;
     this.#attempt = 0;
     logger.info("welcomed", { server: frame.serverId, url: s.url });
@@ -379,6 +402,23 @@ class AgentConnection implements Connection {
     beat();
     for (const w of this.#waiters.splice(0)) w.resolve();
     this.#o.onWelcome?.(frame);
+  }
+
+  /**
+   * (Re)starts the silence deadline: a server that answers no `alive` for
+   * `silenceHeartbeats` intervals is presumed gone (a half-open connection), and the agent
+   * closes the socket and reconnects.
+   */
+  #armSilence(s: Session): void {
+    const { clock, logger } = this.#o;
+    if (s.heartbeatMs === undefined || s.ending) return;
+    if (s.silenceTimer !== undefined) clock.clearTimeout(s.silenceTimer);
+    const limit = s.heartbeatMs * (this.#o.silenceHeartbeats ?? 3);
+    s.silenceTimer = clock.setTimeout(() => {
+      s.silenceTimer = undefined;
+      logger.warn("server went silent; reconnecting", { url: s.url, silentMs: limit });
+      this.#end(s, CLOSE_HANDSHAKE_REFUSED, "server went silent");
+    }, limit);
   }
 
   /** A valid frame at the wrong time. */

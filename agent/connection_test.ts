@@ -164,10 +164,37 @@ Deno.test("Connection sends alive every heartbeatMs after the welcome", async ()
   assert.equal(alive.ts, start + HEARTBEAT);
   assert.equal(alive.running, 2);
   assert.equal(typeof alive.uptimeMs, "number");
-  await h.clock.advance(3 * HEARTBEAT);
+  // A live server answers each alive (here: an ack), so the agent keeps the connection.
+  for (let i = 0; i < 3; i++) {
+    peer.send({ v: 1, id: `ack-${i}`, type: "ack", upTo: 0 });
+    await h.clock.advance(HEARTBEAT);
+  }
   const alives = peer.received.filter((f) => f.type === "alive");
   assert.deepEqual(alives.map((f) => f.ts), [1, 2, 3, 4].map((i) => start + i * HEARTBEAT));
   assert.equal(new Set(alives.map((f) => f.id)).size, 4);
+  assert.equal(h.conn.connected, true);
+});
+
+Deno.test("Connection gives up on a server silent for three heartbeats and reconnects", async () => {
+  await using h = await harness();
+  const peer = await h.transport.peer(0);
+  await handshake(h, peer);
+  await h.clock.advance(3 * HEARTBEAT - 1);
+  assert.equal(h.conn.connected, true, "not before the deadline");
+  await h.clock.advance(1);
+  assert.equal(h.conn.connected, false);
+  assert.equal((await peer.closed).reason, "server went silent");
+});
+
+Deno.test("Connection passes acks on and sends the outbox stream in hello", async () => {
+  const acks: number[] = [];
+  await using h = await harness({ onAck: (n: number) => acks.push(n), stream: () => "o123" });
+  const peer = await h.transport.peer(0);
+  await handshake(h, peer);
+  assert.equal(peer.received.find((f) => f.type === "hello")?.stream, "o123");
+  peer.send({ v: 1, id: "k1", type: "ack", upTo: 41 });
+  await h.clock.advance(0);
+  assert.deepEqual(acks, [41]);
 });
 
 Deno.test("Connection backs off with full jitter between min and max, and resets on welcome", async () => {

@@ -48,10 +48,18 @@ export function createDenoTransport(): Transport {
   };
 }
 
+/**
+ * How long a close may wait for the peer's close frame. A server that went silent (a
+ * half-open connection) never answers; after this the socket counts as closed (1006).
+ */
+const CLOSE_WAIT_MS = 2_000;
+
 class DenoSocket implements Socket {
   readonly #ws: WebSocket;
   readonly #incoming = new Queue<string>();
   readonly closed: Promise<CloseInfo>;
+  #settle!: (info: CloseInfo) => void;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(ws: WebSocket) {
     this.#ws = ws;
@@ -59,12 +67,21 @@ class DenoSocket implements Socket {
     ws.addEventListener("message", (e: MessageEvent) => {
       this.#incoming.push(typeof e.data === "string" ? e.data : decoder.decode(e.data));
     });
+    let settled = false;
     this.closed = new Promise((resolve) => {
-      ws.addEventListener("close", (e: CloseEvent) => {
+      this.#settle = (info) => {
+        if (settled) return;
+        settled = true;
+        if (this.#closeTimer !== undefined) clearTimeout(this.#closeTimer);
         this.#incoming.end();
-        resolve({ code: e.code, reason: e.reason });
-      }, { once: true });
+        resolve(info);
+      };
     });
+    ws.addEventListener(
+      "close",
+      (e: CloseEvent) => this.#settle({ code: e.code, reason: e.reason }),
+      { once: true },
+    );
     // "error" is always followed by "close"; listening keeps it from being reported as uncaught.
     ws.addEventListener("error", () => {});
   }
@@ -80,6 +97,10 @@ class DenoSocket implements Socket {
       return;
     }
     this.#ws.close(code, reason);
+    this.#closeTimer = setTimeout(
+      () => this.#settle({ code: 1006, reason: "no close frame from the server" }),
+      CLOSE_WAIT_MS,
+    );
   }
 
   [Symbol.asyncIterator](): AsyncIterator<string> {

@@ -1,8 +1,14 @@
 /**
- * The durable outbox: replies that cannot be sent (no connection) wait in the `outbox` table
- * of agent.db, bounded, and are sent oldest first after the next welcome — also after an
- * agent restart, since the rows are on disk. When full, the oldest frames are dropped and
- * counted; the next drain first sends a `warn` log saying how many.
+ * The durable, acknowledged outbox. Every reply is written to the `outbox` table of
+ * agent.db before it is sent, carrying its row number as `dseq`; the server acknowledges
+ * (`ack {upTo}`) what it has processed and only then is the row deleted. After every
+ * welcome the agent resends what is still unacknowledged, oldest first, so replies made
+ * while disconnected, or sent into a connection that died silently, or waiting when the
+ * agent stopped, are delivered — in order, and once (the server drops a `dseq` it has
+ * already processed).
+ *
+ * Bounded: beyond `maxFrames` rows the oldest are dropped and counted; the next drain first
+ * sends a `warn` log saying how many.
  *
  * @module
  */
@@ -22,10 +28,10 @@ export const outboxMigration: Migration = {
   `,
 };
 
-/** The job the drop warning claims to come from. */
+/** The job the drop warning claims to come from (the id "agent" is reserved for it). */
 export const OUTBOX_JOB = { id: "agent", key: "agent.outbox" } as const;
 
-/** Frames sent per drain chunk (one read, one delete transaction, then a yield). */
+/** Frames sent per drain chunk (one read, then a yield to the event loop). */
 export const DEFAULT_DRAIN_CHUNK = 500;
 
 /** Options for {@link createOutbox}. */
@@ -47,25 +53,34 @@ export interface OutboxOptions {
  * The outbox. Synchronous except for {@link Outbox.drain}, which yields to the event loop
  * (a 0 ms Clock timer) between chunks; used from one event loop.
  *
- * Order: a reply is sent directly only when nothing is waiting; otherwise it is stored
- * behind the waiting frames, so replies reach the socket in the order they were delivered,
- * each once (a row is deleted in the same tick it is handed to the socket).
+ * Order: a reply goes straight to the socket only while the outbox is "live" — after a
+ * drain has sent every older row on this connection; otherwise it waits in the table and
+ * the running drain picks it up. So replies reach the server in the order they were made.
  */
 export interface Outbox {
-  /** Sends `frame` now if nothing is waiting and the socket takes it; else stores it. */
+  /** Stores `frame` durably and, while live, sends it at once with its `dseq`. */
   deliver(frame: Reply): void;
+  /** The server has processed every frame up to `upTo`: delete those rows. */
+  ack(upTo: number): void;
   /**
-   * Sends what is waiting, oldest first: first the drop warning if frames were dropped, then
-   * the stored frames in chunks, each chunk's rows deleted in one transaction. Stops when
-   * the outbox is empty, the socket refuses a frame (it stays stored), or on close. Resolves
-   * with the number of stored frames sent. A call while a drain is going joins it.
+   * After a welcome: sends the drop warning if frames were dropped, then every stored
+   * (unacknowledged) frame oldest first, in chunks, then turns live. Stops early when the
+   * socket refuses a frame or on close. Resolves with the number of stored frames sent. A
+   * call while a drain is going joins it.
    */
   drain(): Promise<number>;
-  /** Frames waiting. */
+  /** The connection ended: stop sending until the next {@link Outbox.drain}. */
+  disconnected(): void;
+  /**
+   * Identifies this outbox's `dseq` numbering (sent in `hello`); a new database gets a new
+   * one, so the server does not mistake its numbers for ones already seen.
+   */
+  readonly stream: string;
+  /** Frames stored and not yet acknowledged. */
   readonly size: number;
   /** Frames dropped and not yet reported by a drain. */
   readonly dropped: number;
-  /** Stops draining; later deliveries are sent if possible and otherwise dropped. Idempotent. */
+  /** Stops draining and sending; stored frames stay for the next start. Idempotent. */
   close(): void;
 }
 
@@ -75,18 +90,19 @@ export function createOutbox(options: OutboxOptions): Outbox {
 }
 
 class DurableOutbox implements Outbox {
+  readonly stream: string;
   readonly #o: OutboxOptions;
   readonly #chunk: number;
   readonly #insert;
   readonly #dropOldest;
-  readonly #readChunk;
+  readonly #readAfter;
   readonly #deleteUpTo;
-  readonly #first;
-  readonly #setDropped;
+  readonly #setState;
   #size: number;
   #dropped: number;
+  /** True once a drain has caught up on this connection: new frames go straight out. */
+  #live = false;
   #draining: Promise<number> | undefined;
-  #busy = false;
   #yieldTimer: TimerId | undefined;
   #wake: (() => void) | undefined;
   #closed = false;
@@ -99,18 +115,24 @@ class DurableOutbox implements Outbox {
     this.#dropOldest = db.prepare(
       "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
     );
-    this.#readChunk = db.prepare("SELECT seq, frame FROM outbox ORDER BY seq LIMIT ?");
-    this.#deleteUpTo = db.prepare("DELETE FROM outbox WHERE seq <= ?");
-    this.#first = db.prepare("SELECT frame FROM outbox ORDER BY seq LIMIT 1");
-    this.#setDropped = db.prepare(
-      "INSERT OR REPLACE INTO outbox_state (name, value) VALUES ('dropped', ?)",
+    this.#readAfter = db.prepare(
+      "SELECT seq, frame FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
     );
+    this.#deleteUpTo = db.prepare("DELETE FROM outbox WHERE seq <= ?");
+    this.#setState = db.prepare("INSERT OR REPLACE INTO outbox_state (name, value) VALUES (?, ?)");
     const count = db.prepare("SELECT COUNT(*) AS n FROM outbox").get() as { n: number };
     this.#size = Number(count.n);
-    const dropped = db.prepare("SELECT value FROM outbox_state WHERE name = 'dropped'").get() as
-      | { value: number }
-      | undefined;
-    this.#dropped = Number(dropped?.value ?? 0);
+    const state = (name: string) =>
+      (db.prepare("SELECT value FROM outbox_state WHERE name = ?").get(name) as
+        | { value: number }
+        | undefined)?.value;
+    this.#dropped = Number(state("dropped") ?? 0);
+    let stream = state("stream");
+    if (stream === undefined) {
+      stream = Math.floor(options.random.float() * 2 ** 48);
+      this.#setState.run("stream", stream);
+    }
+    this.stream = `o${Number(stream).toString(36)}`;
   }
 
   get size(): number {
@@ -122,121 +144,109 @@ class DurableOutbox implements Outbox {
   }
 
   deliver(frame: Reply): void {
-    if (this.#size === 0 && this.#o.send(frame)) return;
     if (this.#closed) {
       this.#o.logger.debug("outbox closed: dropping a reply", { id: frame.id });
       return;
     }
+    let seq: number;
     try {
-      this.#store(frame);
+      seq = this.#store(frame);
     } catch (err) {
       this.#o.logger.error("cannot store a reply in the outbox", {
         id: frame.id,
+        error: toJwError(err).message,
+      });
+      // Still try to deliver it now rather than lose it silently.
+      if (this.#live) this.#o.send(frame);
+      return;
+    }
+    if (this.#live && !this.#o.send({ ...frame, dseq: seq })) this.#live = false;
+  }
+
+  ack(upTo: number): void {
+    try {
+      const removed = Number(this.#deleteUpTo.run(upTo).changes);
+      this.#size = Math.max(0, this.#size - removed);
+    } catch (err) {
+      this.#o.logger.error("cannot forget acknowledged replies", {
+        upTo,
         error: toJwError(err).message,
       });
     }
   }
 
   drain(): Promise<number> {
-    if (this.#draining) return this.#draining;
-    const drained = this.#drain();
-    // A drain that finished synchronously has already cleared #busy: do not keep it.
-    if (this.#busy) this.#draining = drained;
-    return drained;
+    this.#draining ??= this.#drain().finally(() => (this.#draining = undefined));
+    return this.#draining;
+  }
+
+  disconnected(): void {
+    this.#live = false;
   }
 
   close(): void {
     this.#closed = true;
+    this.#live = false;
     if (this.#yieldTimer !== undefined) this.#o.clock.clearTimeout(this.#yieldTimer);
     this.#yieldTimer = undefined;
     this.#wake?.();
   }
 
-  #store(frame: Reply): void {
-    const { db, maxFrames, logger } = this.#o;
-    db.exec("BEGIN IMMEDIATE");
-    try {
-      const excess = this.#size + 1 - maxFrames;
-      let dropped = 0;
-      if (excess > 0) {
-        dropped = Number(this.#dropOldest.run(excess).changes);
-        this.#setDropped.run(this.#dropped + dropped);
-      }
-      this.#insert.run(JSON.stringify(frame));
-      db.exec("COMMIT");
+  /** Inserts `frame`, dropping the oldest rows beyond the bound; returns its seq. */
+  #store(frame: Reply): number {
+    const { maxFrames, logger } = this.#o;
+    const excess = this.#size + 1 - maxFrames;
+    if (excess > 0) {
+      const dropped = Number(this.#dropOldest.run(excess).changes);
       if (dropped > 0) {
         if (this.#dropped === 0) {
-          logger.warn("outbox full while disconnected: dropping the oldest replies", {
-            maxFrames,
-          });
+          logger.warn("outbox full: dropping the oldest unacknowledged replies", { maxFrames });
         }
         this.#dropped += dropped;
         this.#size -= dropped;
+        this.#setState.run("dropped", this.#dropped);
       }
-      this.#size++;
-    } catch (err) {
-      db.exec("ROLLBACK");
-      throw err;
     }
+    const seq = Number(this.#insert.run(JSON.stringify(frame)).lastInsertRowid);
+    this.#size++;
+    return seq;
   }
 
   async #drain(): Promise<number> {
+    this.#live = false;
     let sent = 0;
-    this.#busy = true;
     try {
       if (this.#dropped > 0) {
         if (!this.#o.send(this.#dropWarning())) return sent;
-        this.#o.logger.warn("replies were dropped while disconnected", {
+        this.#o.logger.warn("replies were dropped while they could not be delivered", {
           dropped: this.#dropped,
         });
-        this.#setDropped.run(0);
         this.#dropped = 0;
+        this.#setState.run("dropped", 0);
       }
-      while (!this.#closed && this.#size > 0) {
-        const rows = this.#readChunk.all(this.#chunk) as { seq: number; frame: string }[];
+      let after = 0;
+      while (!this.#closed) {
+        const rows = this.#readAfter.all(after, this.#chunk) as { seq: number; frame: string }[];
         if (rows.length === 0) {
-          this.#size = 0;
-          break;
+          // Caught up: nothing older is unsent on this connection, so go live. No await
+          // between the empty read and this line, so no delivery slips in between.
+          this.#live = true;
+          return sent;
         }
-        let last = -1;
-        let n = 0;
-        let refused = false;
         for (const row of rows) {
-          if (!this.#o.send(JSON.parse(row.frame))) {
-            refused = true;
-            break;
-          }
-          last = row.seq;
-          n++;
+          const frame = JSON.parse(row.frame) as Reply;
+          if (!this.#o.send({ ...frame, dseq: row.seq })) return sent;
+          after = row.seq;
+          sent++;
         }
-        if (n > 0) this.#deleteThrough(last, n);
-        sent += n;
-        if (refused) break;
-        if (this.#size > 0) await this.#yield();
+        // A full chunk may have more behind it: let the event loop run before reading on.
+        if (rows.length === this.#chunk) await this.#yield();
       }
       return sent;
     } catch (err) {
       this.#o.logger.error("outbox drain failed", { error: toJwError(err).message });
       return sent;
-    } finally {
-      // Cleared before the promise settles, so a welcome right after always starts a drain.
-      this.#busy = false;
-      this.#draining = undefined;
     }
-  }
-
-  /** Deletes rows up to `seq` (the `n` rows just sent) in one transaction. */
-  #deleteThrough(seq: number, n: number): void {
-    const { db } = this.#o;
-    db.exec("BEGIN IMMEDIATE");
-    try {
-      this.#deleteUpTo.run(seq);
-      db.exec("COMMIT");
-    } catch (err) {
-      db.exec("ROLLBACK");
-      throw err;
-    }
-    this.#size -= n;
   }
 
   /** Lets the event loop run (sockets, timers, new replies) between chunks. */
@@ -255,13 +265,10 @@ class DurableOutbox implements Outbox {
 
   #dropWarning(): Log {
     const { maxFrames, clock, random } = this.#o;
-    let id: string | undefined;
-    const first = this.#first.get() as { frame: string } | undefined;
-    if (first) id = (JSON.parse(first.frame) as { id?: string }).id;
     const dropped = this.#dropped;
     return {
       v: PROTOCOL_VERSION,
-      id: id ?? `o-${randomId(random)}`,
+      id: `o-${randomId(random)}`,
       type: "log",
       job: { ...OUTBOX_JOB },
       seq: 0,
@@ -269,7 +276,7 @@ class DurableOutbox implements Outbox {
       level: "warn",
       message: `${dropped} ${
         dropped === 1 ? "reply was" : "replies were"
-      } dropped while disconnected: the outbox keeps at most ${maxFrames} frames (outbox.maxFrames)`,
+      } dropped before the server acknowledged them: the outbox keeps at most ${maxFrames} frames (outbox.maxFrames)`,
       fields: { dropped, maxFrames },
     };
   }

@@ -28,6 +28,10 @@ class Wire {
       f.type === "log" ? `log:${(f.fields as { dropped: number }).dropped}` : (f as Output).text!
     );
   }
+  /** The `dseq` of each sent output. */
+  get dseqs(): (number | undefined)[] {
+    return this.sent.filter((f) => f.type === "output").map((f) => (f as Output).dseq);
+  }
 }
 
 function frame(n: number | string): Output {
@@ -66,139 +70,164 @@ function rows(db: DatabaseSync): number {
   return (db.prepare("SELECT COUNT(*) AS n FROM outbox").get() as { n: number }).n;
 }
 
-Deno.test("Outbox.deliver() sends at once while connected and stores while not", async () => {
-  using db = handle(openAgentDatabase(":memory:"));
-  const wire = new Wire();
-  const { outbox: box } = outbox(db.db, wire);
-  wire.up = true;
-  box.deliver(frame(0));
-  assert.deepEqual(wire.texts, ["0"]);
-  assert.equal(rows(db.db), 0);
-  wire.up = false;
-  for (let i = 1; i <= 3; i++) box.deliver(frame(i));
-  assert.equal(box.size, 3);
-  assert.equal(rows(db.db), 3);
-  wire.up = true;
-  assert.equal(await box.drain(), 3);
-  assert.deepEqual(wire.texts, ["0", "1", "2", "3"]);
-  assert.equal(box.size, 0);
-  assert.equal(rows(db.db), 0, "sent rows are deleted");
+Deno.test("Outbox stores every reply, sends it with its dseq once live, and forgets it on ack", async () => {
+  const db = openAgentDatabase(":memory:");
+  try {
+    const wire = new Wire();
+    const { outbox: box } = outbox(db, wire);
+    box.deliver(frame(1));
+    box.deliver(frame(2));
+    assert.deepEqual(wire.sent, [], "not live before a drain");
+    assert.equal(box.size, 2);
+    wire.up = true;
+    assert.equal(await box.drain(), 2);
+    box.deliver(frame(3));
+    assert.deepEqual(wire.texts, ["1", "2", "3"]);
+    assert.deepEqual(wire.dseqs, [1, 2, 3]);
+    assert.equal(rows(db), 3, "kept until acknowledged");
+    box.ack(2);
+    assert.equal(box.size, 1);
+    assert.equal(rows(db), 1);
+    box.ack(3);
+    assert.equal(box.size, 0);
+    box.close();
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("Outbox resends what the server never acknowledged after a reconnect, with the same dseq", async () => {
+  const db = openAgentDatabase(":memory:");
+  try {
+    const wire = new Wire();
+    wire.up = true;
+    const { outbox: box } = outbox(db, wire);
+    await box.drain();
+    for (const n of [1, 2, 3]) box.deliver(frame(n));
+    box.ack(1);
+    // The connection dies silently: 2 and 3 were written to a dead socket.
+    box.disconnected();
+    box.deliver(frame(4));
+    assert.deepEqual(wire.texts, ["1", "2", "3"]);
+    await box.drain();
+    assert.deepEqual(wire.texts, ["1", "2", "3", "2", "3", "4"]);
+    assert.deepEqual(wire.dseqs, [1, 2, 3, 2, 3, 4], "a resend keeps its dseq so the server can drop it");
+    box.close();
+  } finally {
+    db.close();
+  }
 });
 
 Deno.test("Outbox drops the oldest frames past maxFrames and warns first on the next drain", async () => {
-  using db = handle(openAgentDatabase(":memory:"));
-  const wire = new Wire();
-  const { outbox: box, lines, clock } = outbox(db.db, wire, { maxFrames: 3 });
-  for (let i = 0; i < 10; i++) box.deliver(frame(i));
-  assert.equal(box.size, 3);
-  assert.equal(box.dropped, 7);
-  assert.equal(rows(db.db), 3);
-  assert.equal(lines.filter((l) => l.includes("outbox full")).length, 1, "one warning per fill");
-  wire.up = true;
-  assert.equal(await box.drain(), 3);
-  assert.deepEqual(wire.texts, ["log:7", "7", "8", "9"]);
-  const warning = wire.sent[0];
-  assert.ok(LogSchema.safeParse(warning).success, JSON.stringify(warning));
-  assert.deepEqual(warning, {
-    v: 1,
-    id: "env-7",
-    type: "log",
-    job: { id: "agent", key: "agent.outbox" },
-    seq: 0,
-    ts: clock.now(),
-    level: "warn",
-    message:
-      "7 replies were dropped while disconnected: the outbox keeps at most 3 frames (outbox.maxFrames)",
-    fields: { dropped: 7, maxFrames: 3 },
-  });
-  assert.equal(box.dropped, 0);
-  wire.up = false;
-  box.deliver(frame(10));
-  wire.up = true;
-  await box.drain();
-  assert.deepEqual(wire.texts.slice(4), ["10"], "no second warning");
+  const db = openAgentDatabase(":memory:");
+  try {
+    const wire = new Wire();
+    const { outbox: box, lines } = outbox(db, wire, { maxFrames: 3 });
+    for (let i = 1; i <= 10; i++) box.deliver(frame(i));
+    assert.equal(box.size, 3);
+    assert.equal(box.dropped, 7);
+    assert.equal(lines.filter((l) => l.includes("outbox full")).length, 1, "warned once");
+    wire.up = true;
+    assert.equal(await box.drain(), 3);
+    assert.deepEqual(wire.texts, ["log:7", "8", "9", "10"]);
+    const warning = LogSchema.parse(wire.sent[0]);
+    assert.equal(warning.level, "warn");
+    assert.deepEqual(warning.job, { id: "agent", key: "agent.outbox" });
+    assert.match(warning.id, /^o-/, "its own envelope id, not an operator's");
+    assert.equal(box.dropped, 0);
+    box.close();
+  } finally {
+    db.close();
+  }
 });
 
-Deno.test("Outbox keeps frames and the drop count across a restart", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "jw-outbox-test-" });
+Deno.test("Outbox keeps frames, the drop count and its stream id across a restart", async () => {
+  const dir = await Deno.makeTempDir();
   try {
-    {
-      using db = handle(openAgentDatabase(dir));
-      const { outbox: box } = outbox(db.db, new Wire(), { maxFrames: 4 });
-      for (let i = 0; i < 6; i++) box.deliver(frame(i));
-      box.close();
-    }
-    using db = handle(openAgentDatabase(dir));
     const wire = new Wire();
-    const { outbox: box } = outbox(db.db, wire, { maxFrames: 4 });
-    assert.equal(box.size, 4);
-    assert.equal(box.dropped, 2);
+    const db1 = openAgentDatabase(dir);
+    const first = outbox(db1, wire, { maxFrames: 2 }).outbox;
+    for (let i = 1; i <= 3; i++) first.deliver(frame(i));
+    const stream = first.stream;
+    assert.match(stream, /^o[0-9a-z]+$/);
+    first.close();
+    db1.close();
+    const db2 = openAgentDatabase(dir);
+    const second = outbox(db2, wire, { maxFrames: 2 }).outbox;
+    assert.equal(second.size, 2);
+    assert.equal(second.dropped, 1);
+    assert.equal(second.stream, stream);
     wire.up = true;
-    await box.drain();
-    assert.deepEqual(wire.texts, ["log:2", "2", "3", "4", "5"]);
-    assert.equal(rows(db.db), 0);
+    await second.drain();
+    assert.deepEqual(wire.texts, ["log:1", "2", "3"]);
+    assert.deepEqual(wire.dseqs, [2, 3]);
+    second.close();
+    db2.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
 
-Deno.test("Outbox.drain() stops at a refused frame and resumes there, without duplicates", async () => {
-  using db = handle(openAgentDatabase(":memory:"));
-  const wire = new Wire();
-  const { outbox: box, clock } = outbox(db.db, wire, { chunk: 4 });
-  for (let i = 0; i < 10; i++) box.deliver(frame(i));
-  wire.up = true;
-  wire.budget = 3;
-  assert.equal(await box.drain(), 3);
-  assert.equal(box.size, 7);
-  assert.equal(rows(db.db), 7);
-  box.deliver(frame(10));
-  assert.equal(box.size, 8, "stored behind the waiting frames");
-  wire.up = true;
-  wire.budget = Infinity;
-  const drained = box.drain();
-  await clock.advance(0);
-  assert.equal(await drained, 8);
-  assert.deepEqual(wire.texts, Array.from({ length: 11 }, (_, i) => `${i}`));
+Deno.test("Outbox.drain() stops at a refused frame; the next drain starts over from the oldest", async () => {
+  const db = openAgentDatabase(":memory:");
+  try {
+    const wire = new Wire();
+    const { outbox: box } = outbox(db, wire);
+    for (let i = 1; i <= 5; i++) box.deliver(frame(i));
+    wire.up = true;
+    wire.budget = 2;
+    assert.equal(await box.drain(), 2);
+    box.deliver(frame(6));
+    assert.deepEqual(wire.texts, ["1", "2"], "not live after a refused frame");
+    wire.up = true;
+    wire.budget = Infinity;
+    box.ack(2);
+    assert.equal(await box.drain(), 4);
+    assert.deepEqual(wire.texts, ["1", "2", "3", "4", "5", "6"]);
+    box.close();
+  } finally {
+    db.close();
+  }
 });
 
-Deno.test("Outbox.drain() sends chunk by chunk; replies made meanwhile queue behind", async () => {
-  using db = handle(openAgentDatabase(":memory:"));
-  const wire = new Wire();
-  const { outbox: box, clock } = outbox(db.db, wire, { chunk: 2 });
-  for (let i = 0; i < 5; i++) box.deliver(frame(i));
-  wire.up = true;
-  const drained = box.drain();
-  assert.deepEqual(wire.texts, ["0", "1"], "the first chunk goes at once");
-  assert.equal(rows(db.db), 3, "and its rows are gone");
-  assert.equal(box.drain(), drained, "a second drain joins the first");
-  box.deliver(frame("new"));
-  assert.deepEqual(wire.texts, ["0", "1"], "a new reply waits its turn");
-  await clock.advance(0);
-  assert.equal(await drained, 6);
-  assert.deepEqual(wire.texts, ["0", "1", "2", "3", "4", "new"]);
-  box.deliver(frame("direct"));
-  assert.equal(wire.texts.at(-1), "direct", "sent at once once nothing waits");
-  assert.equal(clock.pending, 0);
+Deno.test("Outbox.drain() sends chunk by chunk; replies made meanwhile queue behind, in order", async () => {
+  const db = openAgentDatabase(":memory:");
+  try {
+    const wire = new Wire();
+    const { outbox: box, clock } = outbox(db, wire, { chunk: 2 });
+    for (let i = 1; i <= 5; i++) box.deliver(frame(i));
+    wire.up = true;
+    const drained = box.drain();
+    assert.deepEqual(wire.texts, ["1", "2"]);
+    box.deliver(frame(6));
+    assert.deepEqual(wire.texts, ["1", "2"], "a new reply waits behind the stored ones");
+    await clock.advance(0);
+    await clock.advance(0);
+    await clock.advance(0);
+    assert.equal(await drained, 6);
+    box.deliver(frame(7));
+    assert.deepEqual(wire.texts, ["1", "2", "3", "4", "5", "6", "7"]);
+    assert.deepEqual(wire.dseqs, [1, 2, 3, 4, 5, 6, 7]);
+    box.close();
+  } finally {
+    db.close();
+  }
 });
 
 Deno.test("Outbox.close() stops a drain between chunks; the rest stays stored", async () => {
-  using db = handle(openAgentDatabase(":memory:"));
-  const wire = new Wire();
-  const { outbox: box, clock } = outbox(db.db, wire, { chunk: 2 });
-  for (let i = 0; i < 5; i++) box.deliver(frame(i));
-  wire.up = true;
-  const drained = box.drain();
-  box.close();
-  assert.equal(await drained, 2);
-  assert.equal(rows(db.db), 3);
-  assert.equal(clock.pending, 0);
-  wire.up = false;
-  box.deliver(frame(9));
-  assert.equal(rows(db.db), 3, "after close, a reply that cannot be sent is dropped");
+  const db = openAgentDatabase(":memory:");
+  try {
+    const wire = new Wire();
+    const { outbox: box } = outbox(db, wire, { chunk: 2 });
+    for (let i = 1; i <= 5; i++) box.deliver(frame(i));
+    wire.up = true;
+    const drained = box.drain();
+    box.close();
+    assert.equal(await drained, 2);
+    assert.equal(rows(db), 5, "nothing is forgotten without an ack");
+    box.deliver(frame(6));
+    assert.equal(rows(db), 5, "closed: later replies are not stored");
+  } finally {
+    db.close();
+  }
 });
-
-/** `using` for a database handle. */
-function handle(db: DatabaseSync): { db: DatabaseSync } & Disposable {
-  return { db, [Symbol.dispose]: () => db.close() };
-}

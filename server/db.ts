@@ -28,5 +28,22 @@ export const agentsMigration: Migration = {
   `,
 };
 
+/**
+ * Adds delivery state to `agents`: `stream` (the agent's outbox id from `hello`) and
+ * `dseq` (the highest delivery sequence processed from that stream), so replies an agent
+ * resends after a reconnect or restart are delivered once.
+ */
+export const deliveryMigration: Migration = {
+  name: "agent delivery state",
+  up: `
+    ALTER TABLE agents ADD COLUMN stream TEXT;
+    ALTER TABLE agents ADD COLUMN dseq INTEGER NOT NULL DEFAULT 0;
+  `,
+};
+
 /** Every migration of the server database, in order. Append only; never reorder. */
-export const serverMigrations: readonly Migration[] = [auditMigration, agentsMigration];
+export const serverMigrations: readonly Migration[] = [
+  auditMigration,
+  agentsMigration,
+  deliveryMigration,
+];

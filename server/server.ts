@@ -178,6 +178,7 @@ class Server implements JwServer {
       random,
       logger: logger.child("agents"),
       onAgentError: (agentId, ref, error) => dispatcher.rejected(agentId, ref, error),
+      delivery: store,
     });
     const sockets = createDenoAgentSockets(gateway);
     const app = createApp({

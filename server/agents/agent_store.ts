@@ -53,6 +53,18 @@ export interface AgentStore extends KeyStore {
   saveTags(id: string, tags: TagMap): void;
   /** Records the last time the agent was heard from. */
   saveLastSeen(id: string, at: number): void;
+  /** The agent's outbox stream and the highest `dseq` processed from it. */
+  delivery(id: string): Delivery;
+  /** Records the highest `dseq` processed from `stream`. */
+  saveDelivery(id: string, delivery: Delivery): void;
+}
+
+/** Where an agent's reply delivery stands (see the `dseq` field of replies). */
+export interface Delivery {
+  /** The agent's outbox id, or null before the first `hello` that named one. */
+  stream: string | null;
+  /** Highest `dseq` processed from `stream`; 0 for none. */
+  dseq: number;
 }
 
 interface Row {
@@ -93,6 +105,8 @@ export function createAgentStore(db: DatabaseSync, clock: Clock): AgentStore {
   );
   const updateTags = db.prepare("UPDATE agents SET tags = ? WHERE id = ?");
   const updateLastSeen = db.prepare("UPDATE agents SET last_seen = ? WHERE id = ?");
+  const selectDelivery = db.prepare("SELECT stream, dseq FROM agents WHERE id = ?");
+  const updateDelivery = db.prepare("UPDATE agents SET stream = ?, dseq = ? WHERE id = ?");
   const get = (id: string) => {
     const row = select.get(id) as Row | undefined;
     return row ? toRecord(row) : undefined;
@@ -120,6 +134,13 @@ export function createAgentStore(db: DatabaseSync, clock: Clock): AgentStore {
     },
     saveLastSeen: (id, at) => {
       updateLastSeen.run(at, id);
+    },
+    delivery: (id) => {
+      const row = selectDelivery.get(id) as { stream: string | null; dseq: number } | undefined;
+      return { stream: row?.stream ?? null, dseq: Number(row?.dseq ?? 0) };
+    },
+    saveDelivery: (id, { stream, dseq }) => {
+      updateDelivery.run(stream, dseq, id);
     },
   };
 }

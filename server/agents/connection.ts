@@ -30,6 +30,7 @@ import {
 import type { ReplyBus } from "../delegate/bus.ts";
 import type { Handshake, IssuedChallenge } from "./handshake.ts";
 import type { LiveAgent, Registry } from "./registry.ts";
+import type { AgentStore } from "./agent_store.ts";
 
 /** Close code for a failed or timed-out handshake. */
 export const CLOSE_HANDSHAKE_FAILED = 4001;
@@ -48,6 +49,12 @@ export const CLOSE_TOO_MANY_BAD_FRAMES = 4002;
 export const MAX_BAD_FRAMES = 20;
 /** Window for {@link MAX_BAD_FRAMES}. */
 export const BAD_FRAME_WINDOW_MS = 60_000;
+/** Replies acknowledged at most this long after they arrive (batched `ack`). */
+export const ACK_DELAY_MS = 20;
+/** …or as soon as this many are waiting for an ack. */
+export const ACK_EVERY = 256;
+/** The highest processed `dseq` is written to the database at most this often per agent. */
+export const DELIVERY_PERSIST_MS = 5_000;
 
 /** The transport under a connection: a text-frame socket. */
 export interface AgentSocket {
@@ -86,6 +93,12 @@ export interface ConnectionDeps {
    * a command it could not decode, so a run waiting on it can end at once.
    */
   onAgentError?: (agentId: string, ref: string, error: ErrorInfo) => void;
+  /**
+   * Where each agent's delivery state is kept, for acknowledging and de-duplicating
+   * replies across reconnects and restarts. Without it, de-duplication only spans one
+   * connection.
+   */
+  delivery?: Pick<AgentStore, "delivery" | "saveDelivery">;
 }
 
 /**
@@ -141,6 +154,14 @@ class Connection implements AgentConnection {
   #helloTags: Record<string, string> = {};
   /** The id the peer claimed in `hello`, for audit records of a failed handshake. */
   #claimedId?: string;
+  /** The outbox stream named in `hello`. */
+  #stream: string | null = null;
+  /** Highest `dseq` processed, and what of it is persisted / acknowledged. */
+  #dseq = 0;
+  #persistedDseq = 0;
+  #persistedAt = 0;
+  #unacked = 0;
+  #ackTimer?: TimerId;
   /** Rejected frames in the current window, and when that window started. */
   #badFrames = 0;
   #badWindowStart = 0;
@@ -208,6 +229,11 @@ class Connection implements AgentConnection {
       this.#deps.handshake.release(this.#challenge);
       this.#challenge = undefined;
     }
+    if (this.#ackTimer !== undefined) {
+      this.#deps.clock.clearTimeout(this.#ackTimer);
+      this.#ackTimer = undefined;
+    }
+    this.#saveDelivery();
     const agent = this.#agent;
     if (agent) {
       this.#deps.registry.detach(agent);
@@ -257,6 +283,7 @@ class Connection implements AgentConnection {
         this.#version = frame.version;
         this.#helloTags = frame.tags;
         this.#claimedId = frame.agentId;
+        this.#stream = frame.stream ?? null;
         const challenge = await this.#deps.handshake.issue(frame);
         if (this.#state !== "hello") {
           this.#deps.handshake.release(challenge);
@@ -303,6 +330,7 @@ class Connection implements AgentConnection {
       send: (frame) => this.#socket.send(encodeFrame(frame)),
       close: (code, reason) => this.close(code, reason),
     });
+    this.#loadDelivery(agentId);
     audit.append({
       actor: `agent:${agentId}`,
       action: "handshake.ok",
@@ -337,14 +365,18 @@ class Connection implements AgentConnection {
     switch (frame.type) {
       case "output":
       case "log":
+        if (this.#seen(frame.dseq)) return;
         bus.publish({ ...frame, agent: agent.id }, agent.tags);
         return;
       case "setTag": {
+        if (this.#seen(frame.dseq)) return;
         const tags = registry.setTags(agent, frame.tags);
         bus.publish({ ...frame, agent: agent.id }, tags);
         return;
       }
       case "alive":
+        // Answering every heartbeat lets the agent notice a server that went silent.
+        this.#sendAck();
         return;
       case "error":
         this.#logger.warn("agent reported an error", {
@@ -361,6 +393,56 @@ class Connection implements AgentConnection {
           frame.id,
         );
     }
+  }
+
+  /**
+   * Notes a reply's delivery sequence and schedules its ack. True when it was processed
+   * before (a resend after a reconnect): the caller drops it.
+   */
+  #seen(dseq: number | undefined): boolean {
+    if (dseq === undefined) return false;
+    const fresh = dseq > this.#dseq;
+    if (fresh) this.#dseq = dseq;
+    if (++this.#unacked >= ACK_EVERY) this.#sendAck();
+    else if (this.#ackTimer === undefined) {
+      this.#ackTimer = this.#deps.clock.setTimeout(() => {
+        this.#ackTimer = undefined;
+        this.#sendAck();
+      }, ACK_DELAY_MS);
+    }
+    if (!fresh) this.#logger.debug("dropped a resent reply", { agent: this.#agent?.id, dseq });
+    return !fresh;
+  }
+
+  #sendAck(): void {
+    if (this.#ackTimer !== undefined) {
+      this.#deps.clock.clearTimeout(this.#ackTimer);
+      this.#ackTimer = undefined;
+    }
+    this.#unacked = 0;
+    this.#send({ v: 1, id: randomId(this.#deps.random), type: "ack", upTo: this.#dseq });
+    if (this.#deps.clock.now() - this.#persistedAt >= DELIVERY_PERSIST_MS) this.#saveDelivery();
+  }
+
+  #loadDelivery(agentId: string): void {
+    const store = this.#deps.delivery;
+    if (!store) return;
+    const known = store.delivery(agentId);
+    if (known.stream === this.#stream) {
+      this.#dseq = this.#persistedDseq = known.dseq;
+    } else {
+      // A new outbox (or none): its numbering starts over.
+      store.saveDelivery(agentId, { stream: this.#stream, dseq: 0 });
+    }
+    this.#persistedAt = this.#deps.clock.now();
+  }
+
+  #saveDelivery(): void {
+    const agent = this.#agent;
+    this.#persistedAt = this.#deps.clock.now();
+    if (!agent || !this.#deps.delivery || this.#dseq === this.#persistedDseq) return;
+    this.#persistedDseq = this.#dseq;
+    this.#deps.delivery.saveDelivery(agent.id, { stream: this.#stream, dseq: this.#dseq });
   }
 
   #rejectFrame(err: JwError, ref: string | undefined): void {

@@ -4,6 +4,7 @@ import type { Challenge, RelayedReply } from "../../shared/protocol/mod.ts";
 import { createFixture, FakeSocket, type Fixture, testRandom } from "../_testing.ts";
 import {
   type AgentConnection,
+  ACK_DELAY_MS,
   BAD_FRAME_WINDOW_MS,
   CLOSE_HANDSHAKE_FAILED,
   CLOSE_TOO_MANY_BAD_FRAMES,
@@ -32,10 +33,16 @@ function deps(f: Fixture) {
     audit: f.audit,
     clock: f.clock,
     random: testRandom,
+    delivery: f.store,
   };
 }
 
-function hello(agentId: string, keys: Ed25519KeyPair, tags: Record<string, string> = {}) {
+function hello(
+  agentId: string,
+  keys: Ed25519KeyPair,
+  tags: Record<string, string> = {},
+  stream?: string,
+) {
   return JSON.stringify({
     v: 1,
     id: "hello-1",
@@ -44,6 +51,7 @@ function hello(agentId: string, keys: Ed25519KeyPair, tags: Record<string, strin
     publicKey: keys.publicJwk,
     version: "0.1.0",
     tags,
+    ...(stream ? { stream } : {}),
   });
 }
 
@@ -54,8 +62,9 @@ async function handshake(
   agentId: string,
   keys: Ed25519KeyPair,
   tags: Record<string, string> = {},
+  stream?: string,
 ) {
-  await conn.receive(hello(agentId, keys, tags));
+  await conn.receive(hello(agentId, keys, tags, stream));
   const challenge = socket.last as unknown as Challenge;
   assert.equal(challenge.type, "challenge");
   const jws = await signChallenge(keys.privateKey, challenge.header, challenge.payload);
@@ -385,4 +394,43 @@ Deno.test("closeReason() keeps at most 120 UTF-8 bytes on a character boundary",
   const long = closeReason("é".repeat(100));
   assert.equal(new TextEncoder().encode(long).length, 120);
   assert.equal(closeReason("x".repeat(500)).length, 120);
+});
+
+Deno.test("AgentConnection acknowledges replies in batches, answers alive, and drops resends", async () => {
+  using f = createFixture();
+  const keys = await generateKeyPair();
+  const relayed: RelayedReply[] = [];
+  f.bus.subscribe({}, (r) => relayed.push(r));
+  const socket = new FakeSocket();
+  const conn = createConnection(socket, "10.0.0.1:5555", deps(f));
+  await handshake(conn, socket, "a1", keys, {}, "o1");
+  await conn.receive(output("e1", { dseq: 1 }));
+  await conn.receive(output("e1", { dseq: 2 }));
+  assert.equal(socket.ofType("ack").length, 0, "batched");
+  await f.clock.advance(ACK_DELAY_MS);
+  assert.deepEqual(socket.ofType("ack").map((a) => a.upTo), [2]);
+  await conn.receive(output("e1", { dseq: 2 }));
+  assert.equal(relayed.length, 2, "a resent reply is not relayed again");
+  await conn.receive(JSON.stringify({ v: 1, id: "al", type: "alive", ts: 1, uptimeMs: 1, running: 0 }));
+  assert.deepEqual(socket.ofType("ack").map((a) => a.upTo), [2, 2], "alive is answered at once");
+  conn.closed(1006, "");
+  assert.deepEqual(f.store.delivery("a1"), { stream: "o1", dseq: 2 }, "persisted on close");
+
+  // The same outbox after a reconnect: numbers continue, old ones are dropped.
+  const again = new FakeSocket();
+  const conn2 = createConnection(again, "10.0.0.1:5556", deps(f));
+  await handshake(conn2, again, "a1", keys, {}, "o1");
+  await conn2.receive(output("e1", { dseq: 1 }));
+  await conn2.receive(output("e1", { dseq: 3 }));
+  assert.deepEqual(relayed.map((r) => r.dseq), [1, 2, 3]);
+  conn2.closed(1000, "");
+
+  // A new outbox (database recreated): numbering starts over.
+  const fresh = new FakeSocket();
+  const conn3 = createConnection(fresh, "10.0.0.1:5557", deps(f));
+  await handshake(conn3, fresh, "a1", keys, {}, "o2");
+  await conn3.receive(output("e2", { dseq: 1 }));
+  assert.deepEqual(relayed.map((r) => r.dseq), [1, 2, 3, 1]);
+  conn3.closed(1000, "");
+  assert.equal(f.clock.pending, 0, "no ack timer left behind");
 });

@@ -87,6 +87,11 @@ export const Hello = z.object({
   publicKey: PublicJwk,
   version: z.string().max(64),
   tags: Tags.default({}),
+  /**
+   * Identifies the agent's outbox (it changes if the agent's database is recreated), so the
+   * server knows whether `dseq` values continue from what it has seen.
+   */
+  stream: Id.optional(),
 }).strict();
 export type Hello = z.infer<typeof Hello>;
 
@@ -109,6 +114,12 @@ const replyFields = {
   run: Id.optional(),
   /** Per-run sequence number starting at 0. */
   seq: z.number().int().nonnegative(),
+  /**
+   * Delivery sequence: the agent's outbox position of this frame, increasing across runs,
+   * reconnects and restarts. The server acknowledges it (`ack`) and drops a frame whose
+   * `dseq` it has already processed, so a resent frame is delivered once.
+   */
+  dseq: z.number().int().positive().optional(),
   /** When the agent produced this frame. */
   ts: Millis,
 };
@@ -168,6 +179,7 @@ export const SetTag = z.object({
   job: JobRef.optional(),
   run: Id.optional(),
   seq: z.number().int().nonnegative().optional(),
+  dseq: z.number().int().positive().optional(),
 }).strict();
 export type SetTag = z.infer<typeof SetTag>;
 
@@ -234,6 +246,19 @@ export const Redirect = z.object({
 }).strict();
 export type Redirect = z.infer<typeof Redirect>;
 
+/**
+ * The server has processed every reply up to `upTo` (a `dseq`): the agent may forget them.
+ * Sent in batches, and in answer to every `alive`, so a live server is never silent longer
+ * than a heartbeat.
+ */
+export const Ack = z.object({
+  v: Version,
+  id: Id,
+  type: z.literal("ack"),
+  upTo: z.number().int().nonnegative(),
+}).strict();
+export type Ack = z.infer<typeof Ack>;
+
 /** A job to run. Replies carry `id` and `meta` back verbatim. */
 export const Command = z.object({
   v: Version,
@@ -261,12 +286,13 @@ export const serverToAgent = {
   welcome: Welcome,
   redirect: Redirect,
   command: Command,
+  ack: Ack,
   error: ErrorFrame,
 } as const;
 
 /** Any frame an agent sends. */
 export type AgentFrame = Hello | ChallengeResponse | Output | Log | Alive | SetTag | ErrorFrame;
 /** Any frame a server sends. */
-export type ServerFrame = Challenge | Welcome | Redirect | Command | ErrorFrame;
+export type ServerFrame = Challenge | Welcome | Redirect | Command | Ack | ErrorFrame;
 /** A reply to a command. */
 export type Reply = Output | Log | SetTag;

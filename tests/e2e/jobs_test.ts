@@ -6,10 +6,13 @@ import assert from "node:assert/strict";
 import {
   agentAudit,
   CuttableProxy,
+  eventually,
   type JsonLine,
+  scratchDir,
   startAgent,
   startServer,
   startTail,
+  type TestServer,
   waitForAgentAudit,
 } from "../helpers/mod.ts";
 
@@ -272,35 +275,125 @@ Deno.test("a persistent job survives kill -9 of its agent", async () => {
   assert.equal(after[0].id, before[0].id, "same envelope id after the restart");
 });
 
-Deno.test("on-start/connect/disconnect/stop fire once each; offline output arrives in order, once", async (t) => {
-  await using server = await startServer();
+Deno.test("on-start/connect/disconnect/stop fire once each; output made while the server is down arrives after, in order, once", async (t) => {
+  const port = await freePort();
+  const dataDir = await scratchDir("restart-server-");
+  let server = await startServer({ http: `127.0.0.1:${port}`, dataDir });
   await using proxy = new CuttableProxy(server.url);
-  await using tail = await startTail(server, "o1");
+  const tails = [await startTail(server, "o1")];
+  const replies = () => tails.flatMap((x) => x.replies);
+  const count = (job: string) => replies().filter(isDone(job)).length;
+  const waitFor = (pred: (r: JsonLine) => boolean, n: number) =>
+    eventually(
+      `${n} replies`,
+      () => Promise.resolve(replies().filter(pred).length >= n || undefined),
+    );
   const agentOptions = {
     serverUrl: proxy.url,
     config: { reconnect: { min: "100ms", max: "500ms" } },
   };
   const agent = await startAgent(server, "o1", agentOptions);
-  for (const on of ["start", "connect", "disconnect", "stop"]) {
+  try {
+    for (const on of ["start", "connect", "disconnect", "stop"]) {
+      const r = await server.client(
+        "jobs",
+        "install",
+        "agent:o1",
+        "exec.run",
+        ECHO(on),
+        "--id",
+        `on-${on}`,
+        "--on",
+        on,
+        "--meta",
+        `event=${on}`,
+      );
+      assert.equal(r.code, 0, r.stderr);
+    }
     const r = await server.client(
       "jobs",
       "install",
       "agent:o1",
       "exec.run",
-      ECHO(on),
+      ECHO("tick"),
       "--id",
-      `on-${on}`,
-      "--on",
-      on,
-      "--meta",
-      `event=${on}`,
+      "tick",
+      "--every",
+      "1s",
     );
     assert.equal(r.code, 0, r.stderr);
+    await waitFor(isDone("tick"), 1);
+
+    await t.step("installing fires none of the event jobs", () => {
+      for (const on of ["start", "connect", "disconnect", "stop"]) {
+        assert.equal(count(`on-${on}`), 0, on);
+      }
+    });
+
+    await t.step(
+      "the server restarts: onDisconnect runs offline, and its output and the missed ticks arrive after, in order, once",
+      async () => {
+        // Cut the agent off, restart the server, and let an operator follow the new one
+        // before the agent can reach it again.
+        proxy.block();
+        const stopped = await server.process.stop("SIGTERM");
+        assert.equal(stopped.code, 0);
+        const ticksBefore = count("tick");
+        // The interval job keeps running while no server is reachable.
+        await new Promise((resolve) => setTimeout(resolve, 3_000));
+        server = await startServer({ http: `127.0.0.1:${port}`, dataDir });
+        tails.push(await startTail(server, "o1"));
+        proxy.unblock();
+        await server.waitForAgent("o1");
+        await waitFor(isDone("on-disconnect"), 1);
+        const disconnected = replies().find(isDone("on-disconnect"))!;
+        assert.deepEqual(disconnected.meta, { event: "disconnect" });
+        await waitFor(isDone("on-connect"), 1);
+        await waitFor(isDone("tick"), ticksBefore + 2);
+        assertDeliveredOnce(replies(), "tick");
+        assert.equal(count("on-disconnect"), 1);
+        assert.equal(count("on-connect"), 1);
+        await assertEveryRecordedRunDelivered(server, "o1", "tick", replies());
+      },
+    );
+
+    await t.step(
+      "SIGTERM runs onStop before the agent leaves; a restart runs onStart and onConnect",
+      async () => {
+        const status = await agent.process.stop("SIGTERM");
+        assert.equal(status.code, 0);
+        await waitFor(isDone("on-stop"), 1);
+        assert.equal(replies().find(isDone("on-stop"))?.error, null);
+        await using _again = await startAgent(server, "o1", {
+          ...agentOptions,
+          dataDir: agent.dataDir,
+        });
+        await waitFor(isDone("on-start"), 1);
+        await waitFor(isDone("on-connect"), 2);
+        assert.equal(count("on-stop"), 1);
+        assert.equal(count("on-start"), 1);
+        assert.equal(count("on-disconnect"), 1, "a clean stop is not a disconnect event");
+      },
+    );
+  } finally {
+    await agent.process.stop("SIGKILL");
+    for (const tail of tails) await tail[Symbol.asyncDispose]();
+    await server.process.stop("SIGTERM");
   }
+});
+
+Deno.test("a connection that goes silent is noticed, and replies sent into it are delivered again, once", async () => {
+  await using server = await startServer({ config: { agents: { heartbeat: "1s" } } });
+  await using proxy = new CuttableProxy(server.url);
+  await using tail = await startTail(server, "s1");
+  await using agent = await startAgent(server, "s1", {
+    serverUrl: proxy.url,
+    config: { reconnect: { min: "100ms", max: "500ms" } },
+  });
   const r = await server.client(
     "jobs",
     "install",
-    "agent:o1",
+    "agent:s1",
     "exec.run",
     ECHO("tick"),
     "--id",
@@ -310,72 +403,55 @@ Deno.test("on-start/connect/disconnect/stop fire once each; offline output arriv
   );
   assert.equal(r.code, 0, r.stderr);
   await tail.waitFor(isDone("tick"), 1);
-  const count = (job: string) => tail.replies.filter(isDone(job)).length;
-
-  await t.step("installing fires none of the event jobs", () => {
-    for (const on of ["start", "connect", "disconnect", "stop"]) {
-      assert.equal(count(`on-${on}`), 0, on);
-    }
-  });
-
-  await t.step(
-    "an outage: onDisconnect runs offline; its output and the missed ticks arrive after, in order, once",
-    async () => {
-      const ticksBefore = count("tick");
-      proxy.block();
-      await server.waitForAgent("o1", (a) => !a.connected);
-      // Let the interval job run a few times while the agent cannot reach the server.
-      await new Promise((resolve) => setTimeout(resolve, 3_000));
-      assert.equal(count("tick"), ticksBefore, "nothing arrives during the outage");
-      proxy.unblock();
-      await server.waitForAgent("o1");
-      const [disconnected] = await tail.waitFor(isDone("on-disconnect"), 1);
-      assert.deepEqual(disconnected.meta, { event: "disconnect" });
-      await tail.waitFor(isDone("on-connect"), 1);
-      await tail.waitFor(isDone("tick"), ticksBefore + 2);
-      const ticks = tail.replies.filter(isDone("tick"));
-      assert.equal(new Set(ticks.map((x) => x.run)).size, ticks.length, "no run delivered twice");
-      const starts = ticks.map((x) => x.start);
-      assert.deepEqual(
-        starts,
-        [...starts].sort((a, b) => a - b),
-        "delivered in the order they ran",
-      );
-      assert.equal(count("on-disconnect"), 1);
-      assert.equal(count("on-connect"), 1);
-      // Every run the agent recorded is one the operator saw.
-      const recorded = JSON.parse(
-        (await server.client("--json", "jobs", "runs", "agent:o1", "tick", "--limit", "100"))
-          .stdout,
-      );
-      const delivered = new Set(ticks.map((x) => x.run));
-      const firstSeen = Math.min(...starts);
-      for (
-        const run of recorded.filter((x: JsonLine) =>
-          x.start >= firstSeen && x.finish < Date.now() - 1500
-        )
-      ) {
-        assert.ok(delivered.has(run.run), `run ${run.run} was recorded but never delivered`);
-      }
-    },
-  );
-
-  await t.step(
-    "SIGTERM runs onStop before the agent leaves; a restart runs onStart and onConnect",
-    async () => {
-      const status = await agent.process.stop("SIGTERM");
-      assert.equal(status.code, 0);
-      const [stopped] = await tail.waitFor(isDone("on-stop"), 1);
-      assert.equal(stopped.error, null);
-      await using _again = await startAgent(server, "o1", {
-        ...agentOptions,
-        dataDir: agent.dataDir,
-      });
-      await tail.waitFor(isDone("on-start"), 1);
-      await tail.waitFor(isDone("on-connect"), 2);
-      assert.equal(count("on-stop"), 1);
-      assert.equal(count("on-start"), 1);
-      assert.equal(count("on-disconnect"), 1, "a clean stop is not a disconnect event");
-    },
-  );
+  const before = tail.replies.filter(isDone("tick")).length;
+  // Every byte is dropped both ways, but no socket closes: only silence tells.
+  proxy.blackhole();
+  await agent.process.stderr.waitFor(/server went silent/, 15_000);
+  proxy.unblock();
+  await tail.waitFor(isDone("tick"), before + 4);
+  assertDeliveredOnce(tail.replies, "tick");
+  await assertEveryRecordedRunDelivered(server, "s1", "tick", tail.replies);
 });
+
+/** Each run of `job` arrived exactly once, in the order the runs started. */
+function assertDeliveredOnce(replies: JsonLine[], job: string): void {
+  const done = replies.filter(isDone(job));
+  assert.equal(new Set(done.map((x) => x.run)).size, done.length, "no run delivered twice");
+  const starts = done.map((x) => x.start);
+  assert.deepEqual(starts, [...starts].sort((a, b) => a - b), "delivered in the order they ran");
+}
+
+/** Every run the agent recorded (after the first one seen) is one the operator saw. */
+async function assertEveryRecordedRunDelivered(
+  server: TestServer,
+  agent: string,
+  job: string,
+  replies: JsonLine[],
+): Promise<void> {
+  const result = await server.client(
+    "--json",
+    "jobs",
+    "runs",
+    `agent:${agent}`,
+    job,
+    "--limit",
+    "100",
+  );
+  assert.equal(result.code, 0, result.stderr);
+  const recorded: JsonLine[] = JSON.parse(result.stdout);
+  const done = replies.filter(isDone(job));
+  const delivered = new Set(done.map((x) => x.run));
+  const firstSeen = Math.min(...done.map((x) => x.start));
+  const settled = recorded.filter((x) => x.start >= firstSeen && x.finish < Date.now() - 1500);
+  assert.ok(settled.length >= 3, `enough runs to compare: ${settled.length}`);
+  for (const run of settled) {
+    assert.ok(delivered.has(run.run), `run ${run.run} was recorded but never delivered`);
+  }
+}
+
+async function freePort(): Promise<number> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}

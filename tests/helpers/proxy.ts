@@ -13,6 +13,7 @@ export class CuttableProxy implements AsyncDisposable {
   readonly #open = new Set<Deno.Conn>();
   readonly #accepting: Promise<void>;
   #blocked = false;
+  #blackholed = false;
 
   constructor(target: string) {
     const url = new URL(target);
@@ -34,8 +35,23 @@ export class CuttableProxy implements AsyncDisposable {
     this.#open.clear();
   }
 
-  /** Forwards new connections again. */
+  /**
+   * A silent outage: open connections stay open but every byte in either direction is
+   * dropped (a half-open connection, as after a NAT or route failure); new connections are
+   * refused. Ends with {@link unblock}, which also closes the silenced connections.
+   */
+  blackhole(): void {
+    this.#blackholed = true;
+    this.#blocked = true;
+  }
+
+  /** Forwards new connections again (closing any silenced by {@link blackhole}). */
   unblock(): void {
+    if (this.#blackholed) {
+      for (const conn of this.#open) this.#closeQuietly(conn);
+      this.#open.clear();
+    }
+    this.#blackholed = false;
     this.#blocked = false;
   }
 
@@ -60,8 +76,11 @@ export class CuttableProxy implements AsyncDisposable {
     this.#open.add(inbound);
     this.#open.add(outbound);
     const pipe = async (from: Deno.Conn, to: Deno.Conn) => {
+      const writer = to.writable.getWriter();
       try {
-        await from.readable.pipeTo(to.writable, { preventClose: false });
+        for await (const chunk of from.readable) {
+          if (!this.#blackholed) await writer.write(chunk);
+        }
       } catch {
         // either side went away
       } finally {
