@@ -23,8 +23,16 @@ export class FakePeer {
   readonly closed: Promise<CloseInfo>;
   #resolveClosed!: (info: CloseInfo) => void;
 
-  constructor(url: string) {
+  readonly #delivery?: { dseq: number };
+
+  /**
+   * @param delivery when given, the peer acts like the real server: it acknowledges every
+   * reply with a `dseq` at once and drops (does not record) one already seen in `delivery`,
+   * which the transport shares across its connections.
+   */
+  constructor(url: string, delivery?: { dseq: number }) {
     this.url = url;
+    this.#delivery = delivery;
     this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#iterator = this.#fromAgent[Symbol.asyncIterator]();
   }
@@ -69,6 +77,13 @@ export class FakePeer {
       send: (text: string): boolean => {
         if (this.isClosed) return false;
         const frame = JSON.parse(text);
+        const delivery = this.#delivery;
+        if (delivery && typeof frame.dseq === "number") {
+          const fresh = frame.dseq > delivery.dseq;
+          if (fresh) delivery.dseq = frame.dseq;
+          this.send({ v: 1, id: `k-${frame.dseq}`, type: "ack", upTo: delivery.dseq });
+          if (!fresh) return true;
+        }
         this.received.push(frame);
         this.#fromAgent.push(frame);
         return true;
@@ -102,6 +117,11 @@ export class FakeTransport implements Transport {
   refuseAll = false;
   /** When true, connects never open; they reject only when their signal aborts. */
   hangAll = false;
+  /**
+   * When set, peers acknowledge replies and drop resent ones like the real server (see
+   * {@link FakePeer}); the highest `dseq` seen is shared by every connection.
+   */
+  delivery: { dseq: number } | undefined;
   #refuse = 0;
   #waiters: (() => void)[] = [];
 
@@ -123,7 +143,7 @@ export class FakeTransport implements Transport {
       if (this.#refuse > 0) this.#refuse--;
       result = Promise.reject(new JwError("closed", `cannot connect to ${url}: refused`));
     } else {
-      const peer = new FakePeer(url);
+      const peer = new FakePeer(url, this.delivery);
       this.peers.push(peer);
       result = Promise.resolve(peer.socket());
     }

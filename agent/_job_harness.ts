@@ -41,6 +41,10 @@ export interface JobHarnessOptions {
   stopTimeoutMs?: number;
   /** Call `runner.start()` right away. Default true. */
   start?: boolean;
+  /** The runner's `maxJobs` (`jobs.max`). Default the runner's. */
+  maxJobs?: number;
+  /** The runner's `maxRunning` (`jobs.maxRunning`). Default the runner's. */
+  maxRunning?: number;
 }
 
 /** A runner plus everything it produced. */
@@ -91,6 +95,8 @@ export function jobHarness(options: JobHarnessOptions): JobHarness {
     logger: silentLogger,
     audit,
     stopTimeoutMs: options.stopTimeoutMs,
+    maxJobs: options.maxJobs,
+    maxRunning: options.maxRunning,
     send: (frame) => frames.push(frame),
     setTags: (tags) => tagChanges.push(tags),
   });

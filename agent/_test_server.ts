@@ -1,7 +1,9 @@
 /**
  * Test helper: a minimal agent endpoint on 127.0.0.1 (port 0) that speaks the server side
  * of the handshake for real (challenge, signature check, welcome) and lets the test send
- * and receive frames.
+ * and receive frames. Like the real server it acknowledges every reply that carries a
+ * `dseq` and drops one it has already seen (across connections), so tests see each reply
+ * once.
  *
  * @module
  */
@@ -19,10 +21,19 @@ export class ServerConn {
   /** The agent's hello, once {@link handshake} read it. */
   hello: Record<string, unknown> | undefined;
 
-  constructor(ws: WebSocket) {
+  constructor(ws: WebSocket, delivery: { dseq: number } = { dseq: 0 }) {
     this.#ws = ws;
     this.#iterator = this.#frames[Symbol.asyncIterator]();
-    ws.addEventListener("message", (e) => this.#frames.push(JSON.parse(e.data)));
+    ws.addEventListener("message", (e) => {
+      const frame = JSON.parse(e.data);
+      if (typeof frame.dseq === "number") {
+        const fresh = frame.dseq > delivery.dseq;
+        if (fresh) delivery.dseq = frame.dseq;
+        ws.send(JSON.stringify({ v: 1, id: `k-${frame.dseq}`, type: "ack", upTo: delivery.dseq }));
+        if (!fresh) return;
+      }
+      this.#frames.push(frame);
+    });
     this.closed = new Promise((resolve) => {
       ws.addEventListener("close", (e) => {
         this.#frames.end();
@@ -106,12 +117,13 @@ export interface TestServer extends AsyncDisposable {
 export function startTestServer(): TestServer {
   const conns: ServerConn[] = [];
   const waiters: (() => void)[] = [];
+  const delivery = { dseq: 0 };
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (req) => {
     if (new URL(req.url).pathname !== "/v1/agent") {
       return new Response("not found", { status: 404 });
     }
     const { socket, response } = Deno.upgradeWebSocket(req);
-    conns.push(new ServerConn(socket));
+    conns.push(new ServerConn(socket, delivery));
     for (const wake of waiters.splice(0)) wake();
     return response;
   });

@@ -90,6 +90,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     const executor = createWhitelistExecutor(
       deps.executor ?? createDenoExecutor({ clock }),
       config.allowRun,
+      logger.child("exec"),
     );
     const registry = createRegistry();
     const tags: Record<string, string> = { ...config.tags };
@@ -108,6 +109,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       fs,
       store: createJobStore(db, config.jobs.keepRuns, logger),
       keepRuns: config.jobs.keepRuns,
+      maxJobs: config.jobs.max,
+      maxRunning: config.jobs.maxRunning,
       clock,
       random,
       logger,

@@ -14,7 +14,7 @@ const T0 = Date.UTC(2026, 0, 1);
 /** Agents on one data directory, a fake clock, a fake transport and a fake executor. */
 class Fleet {
   readonly clock = new FakeClock(T0);
-  readonly transport = new FakeTransport();
+  readonly transport = Object.assign(new FakeTransport(), { delivery: { dseq: 0 } });
   /** Each process prints its args and exits 0. */
   readonly executor = new FakeExecutor((p) => p.out(p.spec.args.join(" ")).exit(0));
   readonly fs = new MemFs();
@@ -106,8 +106,10 @@ function readOnly(dir: string): { db: DatabaseSync } & Disposable {
 }
 
 /** Frames waiting in the outbox. */
-function queued(db: DatabaseSync): number {
-  return (db.prepare("SELECT COUNT(*) AS n FROM outbox").get() as { n: number }).n;
+/** Stored (unacknowledged) `done` outputs of job `job`. */
+function queuedDone(db: DatabaseSync, job: string): number {
+  const rows = db.prepare("SELECT frame FROM outbox").all() as { frame: string }[];
+  return rows.map((r) => JSON.parse(r.frame)).filter((f) => f.job?.id === job && f.done).length;
 }
 
 /** Frames until the `done` output of envelope `id` whose `run` is set (or the install answer). */
@@ -207,7 +209,7 @@ Deno.test("startAgent() fires onStart, onConnect, onDisconnect and onStop at the
     // so onStop runs offline too. Both wait on disk.
     peer1.close(1001, "server restarting");
     using db = readOnly(fleet.dir);
-    await until(() => queued(db.db) === 2, "onDisconnect's output and done in the outbox");
+    await until(() => queuedDone(db.db, "onDisconnect") === 1, "onDisconnect's done in the outbox");
     await b.close();
     assert.equal(fleet.executor.spawned.length, 5, "onStop ran");
     assert.deepEqual(outputs(peer1), ["onStart:onStart", "onConnect:onConnect"]);

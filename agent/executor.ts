@@ -7,6 +7,7 @@
  */
 import { posix } from "node:path";
 import { JwError } from "../shared/errors.ts";
+import { type Logger, silentLogger } from "../shared/log.ts";
 
 /** What to start. */
 export interface SpawnSpec {
@@ -57,29 +58,36 @@ export interface CommandExecutor {
  * Wraps `inner` so only programs on `allowRun` start. `cmd` must be absolute; `.` and `..`
  * segments and repeated slashes are normalised away, then the literal path must equal a
  * (normalised) entry. Symlinks are not resolved: a link to a listed program is not listed.
- * The normalised path is what `inner` starts.
+ * The normalised path is what `inner` starts. Each start is logged at debug (`cmd`, `pid`),
+ * each refusal at warn (`cmd`, `reason`); arguments and environment are never logged.
+ * @param logger where those lines go. Default: {@link silentLogger}.
  */
 export function createWhitelistExecutor(
   inner: CommandExecutor,
   allowRun: readonly string[],
+  logger: Logger = silentLogger,
 ): CommandExecutor {
   const allowed = new Set(allowRun.filter((p) => p.startsWith("/")).map((p) => posix.normalize(p)));
+  const refuse = (cmd: string, reason: string, message: string): never => {
+    logger.warn("refused to start a program", { cmd, reason });
+    throw new JwError("not_whitelisted", message, { detail: { cmd } });
+  };
   return {
     spawn(spec: SpawnSpec): Process {
       if (!spec.cmd.startsWith("/")) {
-        throw new JwError(
-          "not_whitelisted",
+        refuse(
+          spec.cmd,
+          "not an absolute path",
           `"${spec.cmd}" is not an absolute path: exec.run needs the program's absolute path`,
-          { detail: { cmd: spec.cmd } },
         );
       }
       const cmd = posix.normalize(spec.cmd);
       if (!allowed.has(cmd)) {
-        throw new JwError("not_whitelisted", `${cmd} is not on this agent's allowRun list`, {
-          detail: { cmd },
-        });
+        refuse(cmd, "not on allowRun", `${cmd} is not on this agent's allowRun list`);
       }
-      return inner.spawn({ ...spec, cmd });
+      const proc = inner.spawn({ ...spec, cmd });
+      logger.debug("started a program", { cmd, pid: proc.pid });
+      return proc;
     },
   };
 }

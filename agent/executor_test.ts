@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { isJwError } from "../shared/errors.ts";
+import { createLogger } from "../shared/log.ts";
 import { createWhitelistExecutor } from "./executor.ts";
 import { FakeExecutor } from "./_fake_executor.ts";
 
@@ -47,4 +48,25 @@ Deno.test("createWhitelistExecutor() with an empty list refuses everything", () 
     () => exec.spawn({ cmd: "/bin/true", args: [] }),
     (e) => isJwError(e, "not_whitelisted"),
   );
+});
+
+Deno.test("createWhitelistExecutor() logs each start at debug and each refusal at warn", () => {
+  const lines: string[] = [];
+  const logger = createLogger("exec", { level: "debug", sink: (l) => lines.push(l), now: () => 0 });
+  const inner = new FakeExecutor((p) => p.exit(0));
+  const exec = createWhitelistExecutor(inner, ["/bin/echo"], logger);
+  exec.spawn({ cmd: "//bin/echo", args: ["secret"], env: { TOKEN: "t" } });
+  for (const cmd of ["/bin/cat", "echo"]) {
+    assert.throws(
+      () => exec.spawn({ cmd, args: ["secret"] }),
+      (e) => isJwError(e, "not_whitelisted"),
+    );
+  }
+  const pid = inner.spawned[0].pid;
+  assert.deepEqual(lines.map((l) => l.slice(25)), [
+    `DEBUG exec: started a program cmd=/bin/echo pid=${pid}`,
+    'WARN  exec: refused to start a program cmd=/bin/cat reason="not on allowRun"',
+    'WARN  exec: refused to start a program cmd=echo reason="not an absolute path"',
+  ]);
+  assert.ok(lines.every((l) => !l.includes("secret") && !l.includes("TOKEN")));
 });

@@ -111,7 +111,11 @@ Deno.test("Outbox resends what the server never acknowledged after a reconnect, 
     assert.deepEqual(wire.texts, ["1", "2", "3"]);
     await box.drain();
     assert.deepEqual(wire.texts, ["1", "2", "3", "2", "3", "4"]);
-    assert.deepEqual(wire.dseqs, [1, 2, 3, 2, 3, 4], "a resend keeps its dseq so the server can drop it");
+    assert.deepEqual(
+      wire.dseqs,
+      [1, 2, 3, 2, 3, 4],
+      "a resend keeps its dseq so the server can drop it",
+    );
     box.close();
   } finally {
     db.close();

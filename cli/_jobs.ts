@@ -137,6 +137,12 @@ export function describeTrigger(t: unknown): string {
   }
 }
 
+/** The LAST RUN column, or why a job cannot run at all. */
+function statusOf(job: Record<string, unknown>): string {
+  const blocked = job.blocked as { code: string; message: string } | undefined;
+  return blocked ? `blocked ${blocked.code}: ${blocked.message}` : lastResult(job.last);
+}
+
 function lastResult(last: unknown): string {
   if (!last || typeof last !== "object") return "-";
   const l = last as { error?: { code: string } | null; exitCode?: number | null; finish?: number };
@@ -225,7 +231,7 @@ export async function jobsCommand(
       else if (rows.length === 0 && answers.every((a) => !a.error)) console.log("no jobs");
       else {
         console.log(renderTable(
-          ["AGENT", "JOB", "KEY", "TRIGGER", "NEXT RUN", "LAST RUN"],
+          ["AGENT", "JOB", "KEY", "TRIGGER", "NEXT RUN", "LAST RUN / STATUS"],
           rows.map((
             r,
           ) => [
@@ -234,7 +240,7 @@ export async function jobsCommand(
             String(r.key),
             describeTrigger(r.trigger),
             when(r.next),
-            lastResult(r.last),
+            statusOf(r),
           ]),
         ));
       }

@@ -43,6 +43,8 @@ Config file only (defaults shown):
     max: 30s              largest reconnect delay cap
   jobs:
     keepRuns: 20          finished runs kept per job
+    max: 1000             most jobs installed on this agent
+    maxRunning: 64        most runs going at once (due runs beyond it are skipped)
   outbox:
     maxFrames: 10000      replies kept while disconnected; oldest dropped beyond it
 

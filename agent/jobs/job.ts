@@ -106,6 +106,30 @@ export interface JobSummary {
   skipped: number;
   /** The newest finished run, if any. */
   last: RunRecord | null;
+  /**
+   * Present when the job is kept but never runs: a stored job that the agent's checks now
+   * refuse (e.g. `forbidden` after an `allowCommands` change, `invalid_args`), or one beyond
+   * `jobs.max` at start. `next` is then `null`. Replace or delete it (`job.delete`).
+   */
+  blocked?: JobBlock;
+}
+
+/** Why a job is kept but never runs. */
+export interface JobBlock {
+  code: string;
+  message: string;
+}
+
+/**
+ * A stored job row that no longer parses, as listed by `job.list`: it never runs, and
+ * `job.delete` deletes it (installing the same id replaces it).
+ */
+export interface UnreadableJobSummary {
+  id: string;
+  /** The stored command key, when the row has one. */
+  key?: string;
+  /** Always code `invalid_message`, with what did not parse. */
+  blocked: JobBlock;
 }
 
 /** The fields every reply carries. */

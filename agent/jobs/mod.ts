@@ -8,17 +8,22 @@ export {
   type DoneFields,
   isInstalled,
   type Job,
+  type JobBlock,
   jobFromCommand,
   type JobSummary,
   Replies,
   type RunRecord,
+  type UnreadableJobSummary,
 } from "./job.ts";
 export {
   type AuditSink,
   createJobRunner,
+  DEFAULT_MAX_JOBS,
+  DEFAULT_MAX_RUNNING,
   DEFAULT_STOP_TIMEOUT_MS,
   type JobRunner,
   type JobRunnerOptions,
+  RESERVED_JOB_ID,
 } from "./runner.ts";
 export { DENIAL_CODES, executeRun, type RunDeps, type RunOutcome } from "./run.ts";
 export {
@@ -33,6 +38,8 @@ export {
   jobsMigration,
   type JobStore,
   type RunHistory,
+  type StoredJobs,
+  type UnreadableJob,
 } from "./store.ts";
 export {
   type CompiledTrigger,

@@ -18,14 +18,17 @@ import {
 } from "../payload/commands.ts";
 import { type Job, Replies, type RunRecord } from "./job.ts";
 
-/** Codes that mean "not allowed to run", audited as `command.denied`. */
+/**
+ * Codes that mean "not allowed to run", audited as `command.denied`. `closed` is not one: a
+ * run killed because the agent is stopping (or its job was replaced or deleted) did run, and
+ * is audited as `command.executed` with outcome `error`.
+ */
 export const DENIAL_CODES: readonly ErrorCode[] = [
   "unsupported",
   "unknown_command",
   "invalid_args",
   "not_whitelisted",
   "forbidden",
-  "closed",
 ];
 
 /** What a run needs from the agent. */

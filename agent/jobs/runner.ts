@@ -20,14 +20,21 @@ import type { JobControl } from "../payload/job.ts";
 import {
   isInstalled,
   type Job,
+  type JobBlock,
   jobFromCommand,
   type JobSummary,
   Replies,
   type RunRecord,
+  type UnreadableJobSummary,
 } from "./job.ts";
 import { executeRun, type RunDeps, type RunOutcome } from "./run.ts";
 import { createScheduler, type Scheduler } from "./scheduler.ts";
-import { createMemoryRunHistory, type JobStore, type RunHistory } from "./store.ts";
+import {
+  createMemoryRunHistory,
+  type JobStore,
+  type RunHistory,
+  type StoredJobs,
+} from "./store.ts";
 import { type CompiledTrigger, compileTrigger } from "./triggers.ts";
 
 /** Where audit events go (an `AuditLog`, or a recorder in tests). */
@@ -37,6 +44,18 @@ export interface AuditSink {
 
 /** Default bound on how long onStop runs may take when the agent stops. */
 export const DEFAULT_STOP_TIMEOUT_MS = 5000;
+
+/** Default for {@link JobRunnerOptions.maxJobs} (config `jobs.max`). */
+export const DEFAULT_MAX_JOBS = 1000;
+
+/** Default for {@link JobRunnerOptions.maxRunning} (config `jobs.maxRunning`). */
+export const DEFAULT_MAX_RUNNING = 64;
+
+/**
+ * The job id the agent's own replies use (`{id: "agent", key: "agent.outbox"}` for outbox
+ * warnings). No job may take it: installing or running one is refused with `invalid_args`.
+ */
+export const RESERVED_JOB_ID = "agent";
 
 /** Options for {@link createJobRunner}. */
 export interface JobRunnerOptions {
@@ -62,6 +81,19 @@ export interface JobRunnerOptions {
   setTags(tags: Record<string, string | null>): void;
   /** How long {@link JobRunner.close} waits for onStop runs before killing them. Default 5 s. */
   stopTimeoutMs?: number;
+  /**
+   * Most installed jobs, blocked ones included (config `jobs.max`). Installing a new id
+   * beyond it is refused with `forbidden`; stored jobs beyond it at start stay listed,
+   * blocked. Default {@link DEFAULT_MAX_JOBS}.
+   */
+  maxJobs?: number;
+  /**
+   * Most runs going at once across all jobs, not counting runs already being killed (config
+   * `jobs.maxRunning`). A due run beyond it is skipped and counted in the job's `skipped`; a
+   * command to run now beyond it is refused with `forbidden`, except the `job.*` commands,
+   * so an operator can always list and delete jobs. Default {@link DEFAULT_MAX_RUNNING}.
+   */
+  maxRunning?: number;
 }
 
 /**
@@ -74,16 +106,23 @@ export interface JobRunner extends JobControl, AsyncDisposable {
    * at once: its replies end with the `done` output, and the promise resolves once that is
    * sent. Any other job is installed: one `done` output with `data: {installed: {id, key,
    * trigger, persistent, next, replaced}}` answers at once, and each later run sends its own
-   * replies (same envelope id and meta, a new run id). Refusals (forbidden, unknown key, bad
-   * args or schedule, agent stopping) answer with a single `done` output carrying the error,
-   * before any job is created or stored. Never rejects.
+   * replies (same envelope id and meta, a new run id). Installing an id that is installed
+   * replaces that job: its trigger is cancelled and its runs still going are killed (their
+   * done output has error `closed`, "killed because the job was replaced"; they are not kept
+   * in the run history), and with overlap `skip` the new job starts no run until they have
+   * ended. Refusals (forbidden, unknown key, bad args or schedule, the reserved id
+   * {@link RESERVED_JOB_ID}, `jobs.max` or `jobs.maxRunning` reached, agent stopping) answer
+   * with a single `done` output carrying the error, before any job is created or stored,
+   * and are audited as `command.denied`. Never rejects.
    * @param serverId the server that sent it (audit actor `server:<serverId>`).
    */
   run(frame: CommandFrame, serverId: string): Promise<void>;
   /**
    * Loads the persistent jobs, arms their triggers, then fires `onStart` jobs. Once; later
-   * calls do nothing. Stored jobs that no longer pass the checks (e.g. the ACL changed) stay
-   * installed but never run; each is logged and audited as `command.denied`.
+   * calls do nothing. Stored jobs that no longer pass the checks (e.g. the ACL changed, or
+   * beyond `maxJobs`) and stored rows that no longer parse stay installed but never run: each
+   * is logged, audited as `command.denied` (actor `agent:<id>`), and listed with `blocked`
+   * until it is replaced or deleted.
    */
   start(): void;
   /** The agent was welcomed: fires `onConnect` jobs (after {@link start}, until close). */
@@ -108,15 +147,32 @@ interface ActiveRun {
 }
 
 interface Installed {
+  kind: "job";
   job: Job;
   /** Null when a reloaded job no longer passes the checks: it is listed but never runs. */
   prepared: PreparedCommand | null;
+  /** Why `prepared` is null. */
+  blocked: JobBlock | null;
   history: RunHistory;
+  /**
+   * Runs going now. A replacing entry takes over the replaced one's set, so the runs being
+   * killed still count for overlap `skip`.
+   */
   runs: Set<ActiveRun>;
   skipped: number;
-  /** Set once deleted: a run finishing later is not recorded. */
+  /** Set once deleted or replaced: a run finishing later is not recorded. */
   removed: boolean;
 }
+
+/** A stored row that no longer parses: listed (blocked) and deletable, never run. */
+interface Unreadable {
+  kind: "unreadable";
+  id: string;
+  key?: string;
+  blocked: JobBlock;
+}
+
+type Entry = Installed | Unreadable;
 
 /** Creates a job runner. Call {@link JobRunner.start} once the agent is wired. */
 export function createJobRunner(options: JobRunnerOptions): JobRunner {
@@ -128,7 +184,9 @@ class Runner implements JobRunner {
   readonly #deps: RunDeps;
   readonly #scheduler: Scheduler;
   readonly #memoryRuns: RunHistory;
-  readonly #installed = new Map<string, Installed>();
+  readonly #maxJobs: number;
+  readonly #maxRunning: number;
+  readonly #installed = new Map<string, Entry>();
   readonly #runs = new Set<ActiveRun>();
   readonly #receiving = new Set<Promise<void>>();
   #started = false;
@@ -148,6 +206,8 @@ class Runner implements JobRunner {
     };
     this.#scheduler = createScheduler({ clock: options.clock, due: (id) => this.#due(id) });
     this.#memoryRuns = createMemoryRunHistory(options.keepRuns);
+    this.#maxJobs = options.maxJobs ?? DEFAULT_MAX_JOBS;
+    this.#maxRunning = options.maxRunning ?? DEFAULT_MAX_RUNNING;
   }
 
   get running(): number {
@@ -167,39 +227,38 @@ class Runner implements JobRunner {
     if (this.#started || this.#stopping) return;
     this.#started = true;
     const { store, logger, clock } = this.#o;
-    let jobs: Job[] = [];
+    let stored: StoredJobs = { jobs: [], unreadable: [] };
     try {
-      jobs = store.load();
+      stored = store.load();
     } catch (err) {
       logger.error("cannot load stored jobs", { error: toJwError(err).message });
     }
-    for (const job of jobs) {
+    for (const job of stored.jobs) {
       let prepared: PreparedCommand | null = null;
       let trigger: CompiledTrigger | null = null;
+      let blocked: JobBlock | null = null;
       try {
+        checkJobId(job.id);
+        if (this.#installed.size >= this.#maxJobs) throw tooManyJobs(this.#maxJobs);
         prepared = this.#o.registry.prepare(job.key, job.args);
         trigger = compileTrigger(job.trigger, clock.now());
       } catch (err) {
         const e = toJwError(err);
         prepared = null;
-        logger.warn("a stored job cannot run; it stays installed until replaced or deleted", {
-          job: job.id,
-          key: job.key,
-          error: `${e.code}: ${e.message}`,
-        });
-        this.#audit({
-          actor: `agent:${this.#o.agentId}`,
-          action: "command.denied",
-          key: job.key,
-          args: job.args,
-          outcome: "denied",
-          reason: `${e.code}: stored job ${job.id}: ${e.message}`,
-        });
+        trigger = null;
+        blocked = { code: e.code, message: e.message };
+        this.#blockedAtLoad(job.id, job.key, job.args, blocked);
       }
-      this.#installed.set(job.id, this.#entry(job, prepared));
+      this.#installed.set(job.id, this.#entry(job, prepared, blocked));
       if (trigger) this.#scheduler.arm(job.id, trigger);
     }
-    if (jobs.length > 0) logger.info("loaded persistent jobs", { jobs: jobs.length });
+    for (const row of stored.unreadable) {
+      const blocked = { code: "invalid_message", message: row.error };
+      this.#blockedAtLoad(row.id, row.key, undefined, blocked);
+      this.#installed.set(row.id, { kind: "unreadable", id: row.id, key: row.key, blocked });
+    }
+    const loaded = stored.jobs.length + stored.unreadable.length;
+    if (loaded > 0) logger.info("loaded persistent jobs", { jobs: loaded });
     this.#scheduler.fire("onStart");
   }
 
@@ -211,8 +270,14 @@ class Runner implements JobRunner {
     if (this.#started && !this.#stopping) this.#scheduler.fire("onDisconnect");
   }
 
-  list(): JobSummary[] {
-    return [...this.#installed.values()].map((inst) => this.#summary(inst));
+  list(): (JobSummary | UnreadableJobSummary)[] {
+    return [...this.#installed.values()].map((entry) =>
+      entry.kind === "job" ? this.#summary(entry) : {
+        id: entry.id,
+        ...(entry.key === undefined ? {} : { key: entry.key }),
+        blocked: { ...entry.blocked },
+      }
+    );
   }
 
   delete(id: string, by: string): void {
@@ -220,6 +285,18 @@ class Runner implements JobRunner {
     if (!inst) throw notFound(id);
     this.#scheduler.disarm(id);
     this.#installed.delete(id);
+    if (inst.kind === "unreadable") {
+      this.#o.store.delete(id);
+      this.#audit({
+        actor: `server:${by}`,
+        action: "job.deleted",
+        key: inst.key,
+        outcome: "ok",
+        reason: `job ${id} (stored row did not parse)`,
+      });
+      this.#o.logger.info("deleted a stored job that did not parse", { job: id });
+      return;
+    }
     inst.removed = true;
     const reason = new JwError("closed", "killed because the job was deleted");
     for (const run of inst.runs) run.controller.abort(reason);
@@ -239,6 +316,7 @@ class Runner implements JobRunner {
   runs(id: string, limit: number): RunRecord[] {
     const inst = this.#installed.get(id);
     if (!inst) throw notFound(id);
+    if (inst.kind === "unreadable") return this.#o.store.list(id, limit);
     return inst.history.list(id, limit);
   }
 
@@ -287,6 +365,7 @@ class Runner implements JobRunner {
     let trigger: CompiledTrigger;
     try {
       if (this.#stopping) throw new JwError("closed", "agent is stopping");
+      checkJobId(job.id);
       prepared = this.#o.registry.prepare(job.key, job.args);
       trigger = compileTrigger(job.trigger, clock.now());
       if (trigger.kind === "event" && trigger.event === "onStart" && !job.persistent) {
@@ -295,11 +374,18 @@ class Runner implements JobRunner {
           "an onStart job runs only when the agent starts: install it with persistent: true",
         );
       }
+      if (isInstalled(job)) {
+        if (!this.#installed.has(job.id) && this.#installed.size >= this.#maxJobs) {
+          throw tooManyJobs(this.#maxJobs);
+        }
+      } else if (!isControlKey(job.key) && this.#activeRuns() >= this.#maxRunning) {
+        throw tooManyRuns(this.#maxRunning);
+      }
     } catch (err) {
       return this.#deny(job, toJwError(err), actor);
     }
     if (!isInstalled(job)) return await this.#runNow(job, prepared, actor);
-    this.#install(job, prepared, trigger, actor);
+    await this.#install(job, prepared, trigger, actor);
   }
 
   /** Answers a refused command with one done output and audits `command.denied`. */
@@ -336,19 +422,38 @@ class Runner implements JobRunner {
     });
   }
 
-  #install(job: Job, prepared: PreparedCommand, trigger: CompiledTrigger, actor: string): void {
+  async #install(
+    job: Job,
+    prepared: PreparedCommand,
+    trigger: CompiledTrigger,
+    actor: string,
+  ): Promise<void> {
     const { clock, store, logger } = this.#o;
     const old = this.#installed.get(job.id);
+    const wasStored = old !== undefined && (old.kind === "unreadable" || old.job.persistent);
     try {
       if (job.persistent) store.upsert(job);
-      else if (old?.job.persistent) store.delete(job.id);
+      else if (wasStored) store.delete(job.id);
     } catch (err) {
       const e = toJwError(err);
       logger.error("cannot store a job", { job: job.id, error: e.message });
       return this.#deny(job, new JwError("internal", `cannot store job: ${e.message}`), actor);
     }
-    if (old) this.#scheduler.disarm(job.id);
-    const inst = this.#entry(job, prepared);
+    let inherited = new Set<ActiveRun>();
+    if (old) {
+      this.#scheduler.disarm(job.id);
+      if (old.kind === "job") {
+        // The old runs are killed and not recorded; the new entry keeps counting them as
+        // going until they end, so overlap `skip` never lets two runs of the id overlap.
+        old.removed = true;
+        const replaced = new JwError("closed", "killed because the job was replaced");
+        for (const run of old.runs) run.controller.abort(replaced);
+        inherited = old.runs;
+        // Runs kept in memory for the old job would resurface if the id went back to memory.
+        if (!old.job.persistent && job.persistent) this.#memoryRuns.clear(job.id);
+      }
+    }
+    const inst = this.#entry(job, prepared, null, inherited);
     this.#installed.set(job.id, inst);
     this.#scheduler.arm(job.id, trigger);
     this.#audit({
@@ -386,8 +491,12 @@ class Runner implements JobRunner {
       }),
     );
     // A persistent job without a schedule runs once now; it is kept (listed, with its run)
-    // but not run again at the next start.
-    if (trigger.kind === "now") this.#due(job.id);
+    // but not run again at the next start. With overlap skip it waits for replaced runs.
+    if (trigger.kind !== "now") return;
+    if (job.overlap === "skip" && inst.runs.size > 0) {
+      await Promise.all([...inst.runs].map((run) => run.done));
+    }
+    if (this.#installed.get(job.id) === inst) this.#due(job.id);
   }
 
   /**
@@ -396,7 +505,7 @@ class Runner implements JobRunner {
    */
   #due(id: string, onStop = false): ActiveRun | undefined {
     const inst = this.#installed.get(id);
-    if (!inst || !inst.prepared || (this.#stopping && !onStop)) return undefined;
+    if (inst?.kind !== "job" || !inst.prepared || (this.#stopping && !onStop)) return undefined;
     if (inst.job.overlap === "skip" && inst.runs.size > 0) {
       inst.skipped++;
       this.#o.logger.debug("skipped a due run: the previous run is still going", {
@@ -405,7 +514,23 @@ class Runner implements JobRunner {
       });
       return undefined;
     }
+    if (this.#activeRuns() >= this.#maxRunning) {
+      inst.skipped++;
+      this.#o.logger.warn("skipped a due run: jobs.maxRunning runs are going", {
+        job: id,
+        maxRunning: this.#maxRunning,
+        skipped: inst.skipped,
+      });
+      return undefined;
+    }
     return this.#startRun(inst.job, inst.prepared, inst);
+  }
+
+  /** Runs going now that are not being killed (what `maxRunning` bounds). */
+  #activeRuns(): number {
+    let n = 0;
+    for (const run of this.#runs) if (!run.controller.signal.aborted) n++;
+    return n;
   }
 
   #startRun(
@@ -425,6 +550,7 @@ class Runner implements JobRunner {
     });
     if (inst) {
       void result.then((outcome) => {
+        if (outcome.denied) this.#deniedRun(job, outcome.record);
         if (inst.removed) return;
         try {
           inst.history.record(job.id, outcome.record);
@@ -439,12 +565,59 @@ class Runner implements JobRunner {
     return run;
   }
 
-  #entry(job: Job, prepared: PreparedCommand | null): Installed {
+  /**
+   * A run of an installed job was refused when it ran (e.g. `not_whitelisted` after an
+   * allowRun change): audited as `command.denied` by the agent. Runs that are not refused
+   * are not audited; they are in the run history.
+   */
+  #deniedRun(job: Job, record: RunRecord): void {
+    const error = record.error!;
+    this.#o.logger.warn("a scheduled run was refused", {
+      job: job.id,
+      key: job.key,
+      run: record.run,
+      error: `${error.code}: ${error.message}`,
+    });
+    this.#audit({
+      actor: `agent:${this.#o.agentId}`,
+      action: "command.denied",
+      key: job.key,
+      args: job.args,
+      outcome: "denied",
+      reason: `${error.code}: job ${job.id} run ${record.run}: ${error.message}`,
+    });
+  }
+
+  /** A stored job cannot run: logged and audited as `command.denied` by the agent. */
+  #blockedAtLoad(id: string, key: string | undefined, args: unknown, blocked: JobBlock): void {
+    this.#o.logger.warn("a stored job cannot run; it stays installed until replaced or deleted", {
+      job: id,
+      key,
+      error: `${blocked.code}: ${blocked.message}`,
+    });
+    this.#audit({
+      actor: `agent:${this.#o.agentId}`,
+      action: "command.denied",
+      key,
+      args,
+      outcome: "denied",
+      reason: `${blocked.code}: stored job ${id}: ${blocked.message}`,
+    });
+  }
+
+  #entry(
+    job: Job,
+    prepared: PreparedCommand | null,
+    blocked: JobBlock | null,
+    runs = new Set<ActiveRun>(),
+  ): Installed {
     return {
+      kind: "job",
       job,
       prepared,
+      blocked,
       history: job.persistent ? this.#o.store : this.#memoryRuns,
-      runs: new Set(),
+      runs,
       skipped: 0,
       removed: false,
     };
@@ -463,12 +636,45 @@ class Runner implements JobRunner {
       running: inst.runs.size > 0,
       skipped: inst.skipped,
       last: inst.history.list(job.id, 1)[0] ?? null,
+      ...(inst.blocked ? { blocked: { ...inst.blocked } } : {}),
     };
   }
 
   #audit(event: Omit<AuditEvent, "target">): void {
     this.#o.audit.append({ ...event, target: this.#o.agentId });
   }
+}
+
+/** Refuses the reserved job id. */
+function checkJobId(id: string): void {
+  if (id !== RESERVED_JOB_ID) return;
+  throw new JwError(
+    "invalid_args",
+    `job id "${RESERVED_JOB_ID}" is reserved for the agent's own replies: choose another id`,
+    { detail: { id } },
+  );
+}
+
+/** The `job.*` commands: never refused by `maxRunning`, so jobs can always be managed. */
+function isControlKey(key: string): boolean {
+  return key.startsWith("job.");
+}
+
+function tooManyJobs(max: number): JwError {
+  return new JwError(
+    "forbidden",
+    `this agent already has ${max} jobs installed (jobs.max): delete one or raise jobs.max`,
+    { detail: { max } },
+  );
+}
+
+function tooManyRuns(max: number): JwError {
+  return new JwError(
+    "forbidden",
+    `this agent already has ${max} runs going (jobs.maxRunning): try again later or raise ` +
+      "jobs.maxRunning",
+    { detail: { maxRunning: max } },
+  );
 }
 
 function notFound(id: string): JwError {

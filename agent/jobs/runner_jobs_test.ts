@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import { FakeClock } from "../../shared/clock.ts";
+import { digestJson } from "../../shared/crypto/mod.ts";
+import { toJwError } from "../../shared/errors.ts";
 import { Log as LogSchema, Output as OutputSchema } from "../../shared/protocol/mod.ts";
 import type { JobSpec, Output, Reply } from "../../shared/protocol/mod.ts";
 import { z } from "zod";
@@ -522,7 +524,7 @@ Deno.test("JobRunner runs a persistent job without a schedule once and keeps it"
   }
 });
 
-Deno.test("JobRunner keeps a stored job the ACL now forbids, but never runs it", async () => {
+Deno.test("JobRunner keeps a stored job the ACL now forbids, lists it blocked, never runs it", async () => {
   const db = openAgentDatabase(":memory:");
   try {
     const clock = new FakeClock(T0);
@@ -546,6 +548,11 @@ Deno.test("JobRunner keeps a stored job the ACL now forbids, but never runs it",
     assert.equal(again.doneRuns("f").length, 0);
     const [job] = await list(again);
     assert.deepEqual([job.id, job.next], ["f", null]);
+    assert.deepEqual(job.blocked, {
+      code: "forbidden",
+      message:
+        "command test.tick is not allowed on this agent: it is not on the agent's allowCommands list",
+    });
     const denied = again.audit.list({ action: "command.denied" })[0];
     assert.equal(denied.actor, "agent:a1");
     assert.match(denied.reason ?? "", /^forbidden: stored job f: /);
@@ -598,5 +605,273 @@ Deno.test("RunContext.emitData refuses a top-level array; arrays inside an objec
       message: "structured output must be an object (arrays are fine inside it)",
     });
     h.frames.length = 0;
+  }
+});
+
+/**
+ * `test.slowstop`: like `test.block`, but an abort only takes effect once the test releases
+ * the run (a process slow to die), so the killed run is still going for a while.
+ */
+function slowStopCommand() {
+  const runs: { run: string; aborted?: string; release(): void }[] = [];
+  const command = defineCommand({
+    key: "test.slowstop",
+    description: "ends when released; an abort shows only then",
+    args: z.object({}).strict(),
+    run(ctx) {
+      return new Promise((resolve) => {
+        const entry: (typeof runs)[number] = {
+          run: ctx.job.run,
+          release: () => {
+            const reason = ctx.signal.aborted ? toJwError(ctx.signal.reason) : undefined;
+            resolve({ error: reason ? { code: reason.code, message: reason.message } : null });
+          },
+        };
+        ctx.signal.addEventListener("abort", () => {
+          entry.aborted = toJwError(ctx.signal.reason).message;
+        });
+        runs.push(entry);
+      });
+    },
+  }) as Command;
+  return { command, runs };
+}
+
+Deno.test("JobRunner replacing a job kills its running run and keeps it out of the new job's runs", async (t) => {
+  for (const persistent of [false, true]) {
+    await t.step(persistent ? "persistent" : "in memory", async () => {
+      const clock = new FakeClock(T0);
+      const block = blockCommand();
+      await using h = harness({ clock, commands: [block.command] });
+      const spec: JobSpec = {
+        id: "x",
+        key: "test.block",
+        args: {},
+        schedule: { trigger: "interval", every: "1m" },
+        persistent,
+      };
+      await install(h, "env-1", spec);
+      await clock.advance(MIN);
+      assert.equal(block.running.length, 1);
+      await install(h, "env-2", spec, { v: 2 });
+      assert.equal(block.started[0].aborted, "killed because the job was replaced");
+      await until(() => h.doneRuns("x").length === 1, "the killed run's done");
+      const [killed] = h.doneRuns("x");
+      assert.equal(killed.id, "env-1", "the old run answers with its own envelope");
+      assert.deepEqual(killed.error, {
+        code: "closed",
+        message: "killed because the job was replaced",
+      });
+      assert.deepEqual(await h.call("job.runs", { id: "x" }), { runs: [] });
+      const [summary] = await list(h);
+      assert.equal(summary.last, null, "the killed run is not the new job's last run");
+      assert.equal(summary.running, false);
+      await clock.advance(MIN);
+      assert.equal(block.started.length, 2, "the new job runs on its own trigger");
+      block.running[0].release();
+      await until(() => h.doneRuns("x").length === 2, "the new run's done");
+      const { runs } = await h.call("job.runs", { id: "x" }) as { runs: RunRecord[] };
+      assert.deepEqual(runs.map((r) => r.run), [block.started[1].run]);
+    });
+  }
+});
+
+Deno.test("JobRunner overlap skip never has two runs of an id at once across a replace", async () => {
+  const clock = new FakeClock(T0);
+  const slow = slowStopCommand();
+  await using h = harness({ clock, commands: [slow.command] });
+  const spec = (every: string): JobSpec => ({
+    id: "x",
+    key: "test.slowstop",
+    args: {},
+    schedule: { trigger: "interval", every },
+  });
+  await install(h, "env-1", spec("1m"));
+  await clock.advance(MIN);
+  assert.equal(slow.runs.length, 1);
+  await install(h, "env-2", spec("30s"));
+  assert.equal(slow.runs[0].aborted, "killed because the job was replaced");
+  await clock.advance(MIN);
+  assert.equal(slow.runs.length, 1, "no new run while the killed one is still going");
+  let [summary] = await list(h);
+  assert.equal(summary.running, true);
+  assert.equal(summary.skipped, 2);
+  slow.runs[0].release();
+  await until(() => h.doneRuns("x").length === 1, "the killed run's done");
+  assert.equal(h.doneRuns("x")[0].error?.message, "killed because the job was replaced");
+  await clock.advance(30_000);
+  assert.equal(slow.runs.length, 2, "the new job runs once the old run has ended");
+  [summary] = await list(h);
+  assert.equal(summary.last, null, "the killed run is not in the new job's history");
+  slow.runs[1].release();
+  await until(() => h.runner.running === 0, "no runs");
+});
+
+Deno.test("JobRunner a replaced persistent job without a schedule runs once the killed run ends", async () => {
+  const clock = new FakeClock(T0);
+  const slow = slowStopCommand();
+  await using h = harness({ clock, commands: [slow.command] });
+  const spec: JobSpec = { id: "once", key: "test.slowstop", args: {}, persistent: true };
+  await install(h, "env-1", spec);
+  await until(() => slow.runs.length === 1, "the first run");
+  const replacing = install(h, "env-2", spec);
+  await until(() => slow.runs[0].aborted !== undefined, "the kill");
+  assert.equal(slow.runs.length, 1, "waits for the killed run");
+  slow.runs[0].release();
+  await replacing;
+  await until(() => slow.runs.length === 2, "the new run");
+  slow.runs[1].release();
+  await until(() => h.doneRuns("once").length === 2, "both done");
+  assert.deepEqual(h.doneRuns("once").map((f) => f.id), ["env-1", "env-2"]);
+});
+
+Deno.test("JobRunner replacing a job with one of the other kind drops the old run history", async (t) => {
+  for (const first of [false, true]) {
+    await t.step(
+      first ? "persistent → memory → persistent" : "memory → persistent → memory",
+      async () => {
+        const clock = new FakeClock(T0);
+        await using h = harness({ clock, commands: [tickCommand] });
+        const spec = (persistent: boolean): JobSpec => ({
+          id: "x",
+          key: "test.tick",
+          args: {},
+          schedule: { trigger: "interval", every: "1m" },
+          persistent,
+        });
+        const runIds = async () =>
+          ((await h.call("job.runs", { id: "x" })).runs as RunRecord[]).map((r) => r.run);
+        await install(h, "env-1", spec(first));
+        await clock.advance(2 * MIN);
+        await until(() => h.doneRuns("x").length === 2, "two runs");
+        assert.equal((await runIds()).length, 2);
+        await install(h, "env-2", spec(!first));
+        assert.deepEqual(await runIds(), [], "the other kind starts with no runs");
+        await clock.advance(MIN);
+        await until(() => h.doneRuns("x").length === 3, "a run of the second job");
+        await install(h, "env-3", spec(first));
+        assert.deepEqual(await runIds(), [], "the first job's runs do not come back");
+        const rows = h.db.prepare("SELECT COUNT(*) AS n FROM runs").get() as { n: number };
+        assert.equal(rows.n, 0);
+      },
+    );
+  }
+});
+
+Deno.test("JobRunner audits scheduled runs refused at run time, not those that ran", async () => {
+  const db = openAgentDatabase(":memory:");
+  try {
+    const clock = new FakeClock(T0);
+    const spec: JobSpec = {
+      id: "keep",
+      key: "exec.run",
+      args: { cmd: "/bin/echo", args: ["hi"] },
+      schedule: { trigger: "interval", every: "1m" },
+      persistent: true,
+    };
+    {
+      await using h = harness({ clock, db, allowRun: ["/bin/echo"], commands: [tickCommand] });
+      await install(h, "env-keep", spec);
+      await install(h, "env-t", {
+        id: "t",
+        key: "test.tick",
+        args: {},
+        schedule: { trigger: "interval", every: "1m" },
+      });
+      await clock.advance(2 * MIN);
+      await until(() => h.doneRuns("keep").length === 2, "two runs");
+      assert.equal(h.doneRuns("keep")[1].exitCode, 0);
+      const actions = h.audit.list().map((e) => e.action).reverse();
+      assert.deepEqual(actions, [
+        "command.received",
+        "job.installed",
+        "command.received",
+        "job.installed",
+      ]);
+    }
+    const executor = new FakeExecutor((p) => p.exit(0));
+    await using again = harness({ clock, db, executor, allowRun: [] });
+    await clock.advance(MIN);
+    await until(() => again.doneRuns("keep").length === 1, "a refused run");
+    const [run] = again.doneRuns("keep");
+    assert.equal(run.error?.code, "not_whitelisted");
+    assert.equal(executor.spawned.length, 0);
+    const denied = again.audit.list({ action: "command.denied" });
+    assert.equal(denied.length, 1);
+    assert.equal(denied[0].actor, "agent:a1");
+    assert.equal(denied[0].target, "a1");
+    assert.equal(denied[0].key, "exec.run");
+    assert.equal(denied[0].outcome, "denied");
+    assert.equal(denied[0].argsDigest, digestJson(spec.args));
+    assert.equal(
+      denied[0].reason,
+      `not_whitelisted: job keep run ${run.run}: /bin/echo is not on this agent's allowRun list`,
+    );
+    assert.equal(again.audit.list({ action: "command.executed" }).length, 0);
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("JobRunner lists a stored row that no longer parses as blocked and deletes it", async () => {
+  const db = openAgentDatabase(":memory:");
+  try {
+    const clock = new FakeClock(T0);
+    const spec = (id: string): JobSpec => ({
+      id,
+      key: "test.tick",
+      args: {},
+      schedule: { trigger: "interval", every: "1m" },
+      persistent: true,
+    });
+    {
+      await using h = harness({ clock, db, commands: [tickCommand] });
+      await install(h, "env-ok", spec("ok"));
+      await install(h, "env-bad", spec("bad"));
+      await install(h, "env-nokey", spec("nokey"));
+      await clock.advance(MIN);
+      await until(() => h.doneRuns("bad").length === 1, "a run of bad");
+    }
+    db.prepare("UPDATE jobs SET trigger = ? WHERE id = 'bad'").run('{"trigger":"sometimes"}');
+    db.prepare("UPDATE jobs SET key = 'BAD KEY', args = '[' WHERE id = 'nokey'").run();
+    await using again = harness({ clock, db, commands: [tickCommand] });
+    const jobs = (await again.call("job.list")).jobs as Record<string, unknown>[];
+    assert.deepEqual(jobs.map((j) => j.id), ["ok", "bad", "nokey"]);
+    const [, bad, nokey] = jobs;
+    assert.deepEqual(Object.keys(bad), ["id", "key", "blocked"]);
+    assert.equal(bad.key, "test.tick");
+    const blocked = bad.blocked as { code: string; message: string };
+    assert.equal(blocked.code, "invalid_message");
+    assert.match(blocked.message, /^stored job column trigger: /);
+    assert.deepEqual(Object.keys(nokey), ["id", "blocked"]);
+    const denied = again.audit.list({ action: "command.denied" }).reverse();
+    assert.deepEqual(denied.map((e) => [e.actor, e.key]), [
+      ["agent:a1", "test.tick"],
+      ["agent:a1", null],
+    ]);
+    assert.match(denied[0].reason ?? "", /^invalid_message: stored job bad: /);
+    await clock.advance(10 * MIN);
+    assert.equal(again.doneRuns("bad").length, 0, "never runs");
+    const { runs } = await again.call("job.runs", { id: "bad" }) as { runs: RunRecord[] };
+    assert.equal(runs.length, 1, "its stored runs can still be read");
+
+    assert.deepEqual(await again.call("job.delete", { id: "bad" }), { deleted: "bad" });
+    const answer = only(
+      await install(again, "env-nokey2", { ...spec("nokey"), persistent: false }),
+    );
+    assert.equal((answer.data!.installed as { replaced: boolean }).replaced, true);
+    const rows = db.prepare("SELECT id FROM jobs ORDER BY id").all().map((r) => r.id);
+    assert.deepEqual(rows, ["ok"], "the bad rows are gone from the table");
+    const left = db.prepare("SELECT COUNT(*) AS n FROM runs WHERE job_id = 'bad'").get();
+    assert.equal((left as { n: number }).n, 0);
+    assert.deepEqual((await list(again)).map((j) => [j.id, j.blocked]), [
+      ["ok", undefined],
+      ["nokey", undefined],
+    ]);
+    const deleted = again.audit.list({ action: "job.deleted" })[0];
+    assert.equal(deleted.key, "test.tick");
+    assert.match(deleted.reason ?? "", /^job bad /);
+  } finally {
+    db.close();
   }
 });

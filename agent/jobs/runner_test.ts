@@ -6,6 +6,9 @@ import { Output as OutputSchema, SetTag as SetTagSchema } from "../../shared/pro
 import { seededRandom } from "../../shared/random.ts";
 import { FakeExecutor, spawnFailure } from "../_fake_executor.ts";
 import { jobHarness } from "../_job_harness.ts";
+import { until } from "../_test_commands.ts";
+import { type Command, defineCommand } from "../payload/commands.ts";
+import { z } from "zod";
 
 const ECHO = ["/bin/echo"];
 
@@ -227,6 +230,51 @@ Deno.test("JobRunner.close() kills running jobs, which finish with error closed"
   });
   assert.equal(done(late).error?.code, "closed");
   assert.equal(executor.spawned.length, 1);
+  const audited = h.audit.list().reverse().map((e) => [e.action, e.outcome, e.reason]);
+  assert.deepEqual(audited, [
+    ["command.received", "ok", null],
+    ["command.executed", "error", "closed: killed because the agent is stopping"],
+    ["command.received", "ok", null],
+    ["command.denied", "denied", "closed: agent is stopping"],
+  ]);
+  await h[Symbol.asyncDispose]();
+});
+
+Deno.test("JobRunner audits a run killed by close() as executed with an error, not denied", async () => {
+  // A command that throws its abort reason (JwError closed) rather than returning it.
+  const throwing = defineCommand({
+    key: "test.throwing",
+    description: "waits for its abort and throws the reason",
+    args: z.object({}).strict(),
+    run: (ctx) =>
+      new Promise((_, reject) => {
+        ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true });
+      }),
+  }) as Command;
+  const clock = new FakeClock();
+  const h = jobHarness({ executor: new FakeExecutor(), clock, commands: [throwing] });
+  await h.run({
+    id: "env-i",
+    job: {
+      id: "sched",
+      key: "test.throwing",
+      args: {},
+      schedule: { trigger: "interval", every: "1m" },
+    },
+  });
+  await clock.advance(60_000);
+  const now = h.run({ id: "env-now", job: { key: "test.throwing", args: {} } });
+  await until(() => h.runner.running === 2, "two runs");
+  await h.runner.close();
+  assert.equal(done(await now).error?.code, "closed");
+  assert.equal(h.doneRuns("sched")[0].error?.code, "closed");
+  const audited = h.audit.list().reverse().map((e) => [e.actor, e.action, e.outcome]);
+  assert.deepEqual(audited, [
+    ["server:s1", "command.received", "ok"],
+    ["server:s1", "job.installed", "ok"],
+    ["server:s1", "command.received", "ok"],
+    ["server:s1", "command.executed", "error"],
+  ]);
   await h[Symbol.asyncDispose]();
 });
 

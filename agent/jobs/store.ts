@@ -6,9 +6,19 @@
  * @module
  */
 import type { DatabaseSync, Migration } from "../../shared/db/mod.ts";
-import { toJwError } from "../../shared/errors.ts";
+import { z } from "zod";
+import { JwError, toJwError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
-import { Overlap, Schedule } from "../../shared/protocol/mod.ts";
+import {
+  CommandKey,
+  describeIssues,
+  Id,
+  JsonObject,
+  Meta,
+  Millis,
+  Overlap,
+  Schedule,
+} from "../../shared/protocol/mod.ts";
 import type { Job, RunRecord } from "./job.ts";
 
 /** The migration creating `jobs` and `runs`; part of the agent's migration list. */
@@ -57,10 +67,27 @@ export interface JobStore extends RunHistory {
   /** Deletes the job and its runs in one transaction; false when there was no such job. */
   delete(id: string): boolean;
   /**
-   * Every stored job, oldest first. Rows that no longer parse are skipped with a warning
-   * (they stay in the table).
+   * Every stored job, oldest first. Rows that no longer parse are returned apart, with a
+   * warning each; they stay in the table until deleted or replaced.
    */
-  load(): Job[];
+  load(): StoredJobs;
+}
+
+/** What {@link JobStore.load} finds. */
+export interface StoredJobs {
+  /** The rows that parse, oldest first. */
+  jobs: Job[];
+  /** The rows that do not, oldest first. */
+  unreadable: UnreadableJob[];
+}
+
+/** A stored job row that does not parse. */
+export interface UnreadableJob {
+  id: string;
+  /** The row's command key, when it is a valid key. */
+  key?: string;
+  /** What did not parse, on one line: `stored job column trigger: …`. */
+  error: string;
 }
 
 interface JobRow {
@@ -140,18 +167,25 @@ export function createJobStore(db: DatabaseSync, keepRuns: number, logger: Logge
       return changes > 0;
     },
     load() {
-      const jobs: Job[] = [];
+      const found: StoredJobs = { jobs: [], unreadable: [] };
       for (const row of all.all() as unknown as JobRow[]) {
         try {
-          jobs.push(jobFromRow(row));
+          found.jobs.push(jobFromRow(row));
         } catch (err) {
-          logger.warn("skipping a stored job that does not parse", {
+          const error = toJwError(err).message;
+          logger.warn("a stored job does not parse; it never runs until replaced or deleted", {
             job: row.id,
-            error: toJwError(err).message,
+            error,
+          });
+          const key = CommandKey.safeParse(row.key);
+          found.unreadable.push({
+            id: String(row.id),
+            ...(key.success ? { key: key.data } : {}),
+            error,
           });
         }
       }
-      return jobs;
+      return found;
     },
     record(jobId, run) {
       transaction(() => {
@@ -185,17 +219,28 @@ export function createJobStore(db: DatabaseSync, keepRuns: number, logger: Logge
 
 function jobFromRow(row: JobRow): Job {
   const job: Job = {
-    id: row.id,
-    key: row.key,
-    args: JSON.parse(row.args),
-    trigger: Schedule.parse(JSON.parse(row.trigger)),
+    id: column("id", () => Id.parse(row.id)),
+    key: column("key", () => CommandKey.parse(row.key)),
+    args: column("args", () => JsonObject.parse(JSON.parse(row.args))),
+    trigger: column("trigger", () => Schedule.parse(JSON.parse(row.trigger))),
     persistent: true,
-    overlap: Overlap.parse(row.overlap),
-    createdAt: row.created_at,
-    createdBy: row.created_by,
-    envelopeId: row.envelope_id,
+    overlap: column("overlap", () => Overlap.parse(row.overlap)),
+    createdAt: column("created_at", () => Millis.parse(row.created_at)),
+    createdBy: column("created_by", () => z.string().parse(row.created_by)),
+    envelopeId: column("envelope_id", () => Id.parse(row.envelope_id)),
   };
-  return row.meta === null ? job : { ...job, meta: JSON.parse(row.meta) };
+  if (row.meta === null) return job;
+  return { ...job, meta: column("meta", () => Meta.parse(JSON.parse(row.meta!))) };
+}
+
+/** Parses one column; a failure is `invalid_message` naming the column, on one line. */
+function column<T>(name: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    const why = err instanceof z.ZodError ? describeIssues(err) : toJwError(err).message;
+    throw new JwError("invalid_message", `stored job column ${name}: ${why}`);
+  }
 }
 
 /** Run history in memory (for jobs that are not persistent): the newest `keepRuns` per job. */

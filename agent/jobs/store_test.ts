@@ -39,11 +39,14 @@ Deno.test("JobStore keeps jobs verbatim, replaces by id and deletes with their r
   const noMeta: Job = { ...job("c", { createdAt: 3000, overlap: "allow" }) };
   delete (noMeta as { meta?: unknown }).meta;
   store.upsert(noMeta);
-  assert.deepEqual(store.load(), [job("a"), job("b", { createdAt: 2000 }), noMeta]);
+  assert.deepEqual(store.load(), {
+    jobs: [job("a"), job("b", { createdAt: 2000 }), noMeta],
+    unreadable: [],
+  });
 
   store.upsert(job("a", { key: "tags.set", args: { tags: {} }, envelopeId: "env-new" }));
-  assert.equal(store.load().length, 3);
-  assert.equal(store.load()[0].envelopeId, "env-new");
+  assert.equal(store.load().jobs.length, 3);
+  assert.equal(store.load().jobs[0].envelopeId, "env-new");
 
   store.record("a", run(1));
   store.record("b", run(2));
@@ -51,7 +54,7 @@ Deno.test("JobStore keeps jobs verbatim, replaces by id and deletes with their r
   assert.equal(store.delete("a"), false);
   assert.deepEqual(store.list("a", 10), []);
   assert.deepEqual(store.list("b", 10), [run(2)]);
-  assert.deepEqual(store.load().map((j) => j.id), ["b", "c"]);
+  assert.deepEqual(store.load().jobs.map((j) => j.id), ["b", "c"]);
 });
 
 Deno.test("JobStore.record() keeps the newest keepRuns runs per job, newest first", () => {
@@ -70,13 +73,36 @@ Deno.test("JobStore.record() keeps the newest keepRuns runs per job, newest firs
   assert.deepEqual(store.list("a", 100), []);
 });
 
-Deno.test("JobStore.load() skips rows that no longer parse", () => {
-  using db = disposable(openAgentDatabase(":memory:"));
-  const store = createJobStore(db.value, 3, silentLogger);
-  store.upsert(job("good"));
-  store.upsert(job("bad"));
-  db.value.prepare("UPDATE jobs SET trigger = ? WHERE id = 'bad'").run('{"trigger":"sometimes"}');
-  assert.deepEqual(store.load().map((j) => j.id), ["good"]);
+Deno.test("JobStore.load() returns rows that no longer parse apart, naming the bad column", async (t) => {
+  const cases: [string, string, string | null, RegExp, boolean][] = [
+    // [name, column, value, message, key readable]
+    ["unknown trigger", "trigger", '{"trigger":"sometimes"}', /^stored job column trigger: /, true],
+    ["trigger not JSON", "trigger", "{", /^stored job column trigger: .*JSON/, true],
+    ["args an array", "args", "[1]", /^stored job column args: /, true],
+    ["bad overlap", "overlap", "never", /^stored job column overlap: /, true],
+    ["meta not an object", "meta", '"x"', /^stored job column meta: /, true],
+    ["bad key", "key", "Not A Key", /^stored job column key: .*category\.name/, false],
+  ];
+  for (const [name, col, value, message, keyReadable] of cases) {
+    await t.step(name, () => {
+      using db = disposable(openAgentDatabase(":memory:"));
+      const store = createJobStore(db.value, 3, silentLogger);
+      store.upsert(job("good"));
+      store.upsert(job("bad"));
+      db.value.prepare(`UPDATE jobs SET ${col} = ? WHERE id = 'bad'`).run(value);
+      const { jobs, unreadable } = store.load();
+      assert.deepEqual(jobs.map((j) => j.id), ["good"]);
+      assert.equal(unreadable.length, 1);
+      const [bad] = unreadable;
+      assert.equal(bad.id, "bad");
+      assert.equal(bad.key, keyReadable ? "exec.run" : undefined);
+      assert.equal("key" in bad, keyReadable);
+      assert.match(bad.error, message);
+      assert.doesNotMatch(bad.error, /\n/, "one line");
+      assert.equal(store.delete("bad"), true, "it can be deleted");
+      assert.deepEqual(store.load().unreadable, []);
+    });
+  }
 });
 
 Deno.test("MemoryRunHistory keeps the newest keepRuns runs per job", () => {

@@ -1,7 +1,8 @@
 /**
  * The `job` category: operators list, delete and inspect the jobs installed on an agent.
  *
- * - `job.list` `{}` → one output `data: {jobs: JobSummary[]}`, then the done output.
+ * - `job.list` `{}` → one output `data: {jobs: (JobSummary | UnreadableJobSummary)[]}`, then
+ *   the done output. A job that is kept but never runs carries `blocked: {code, message}`.
  * - `job.delete` `{id}` → cancels the job's trigger, kills a run in progress, deletes the
  *   job and its runs; the done output carries `data: {deleted: id}`.
  * - `job.runs` `{id, limit?}` → one output `data: {runs: RunRecord[]}` (newest first), then
@@ -13,15 +14,19 @@
  */
 import { z } from "zod";
 import { Id } from "../../shared/protocol/mod.ts";
-import type { JobSummary, RunRecord } from "../jobs/job.ts";
+import type { JobSummary, RunRecord, UnreadableJobSummary } from "../jobs/job.ts";
 import { type Command, defineCommand } from "./commands.ts";
 
 /** What the `job.*` commands need from the job runner. */
 export interface JobControl {
-  /** Every installed job (persistent or scheduled), in install order. */
-  list(): JobSummary[];
   /**
-   * Deletes job `id`: disarms it, kills its running runs, removes it and its run history.
+   * Every installed job (persistent or scheduled), in install order; stored jobs that are
+   * blocked or no longer parse are listed too, with `blocked`.
+   */
+  list(): (JobSummary | UnreadableJobSummary)[];
+  /**
+   * Deletes job `id` (also a blocked or unreadable stored one): disarms it, kills its running
+   * runs, removes it and its run history.
    * Audited as `job.deleted` with actor `server:<by>`.
    * @throws JwError `not_found`.
    */

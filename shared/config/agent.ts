@@ -51,6 +51,17 @@ export const AgentConfig = z.object({
   jobs: z.object({
     /** Finished runs kept per job; older ones are pruned. Default 20. */
     keepRuns: z.number().int().min(1).max(10_000).default(20),
+    /**
+     * Most jobs installed at once (persistent or scheduled, including stored jobs that are
+     * blocked); an install of a new id beyond it is refused with `forbidden`. Default 1000.
+     */
+    max: z.number().int().min(1).max(100_000).default(1000),
+    /**
+     * Most runs going at once across all jobs. A due run beyond it is skipped (counted in the
+     * job's `skipped`); a command to run now beyond it is refused with `forbidden`. The
+     * `job.*` commands are never refused by it. Default 64.
+     */
+    maxRunning: z.number().int().min(1).max(10_000).default(64),
   }).strict().prefault({}),
   /** Replies made while disconnected, kept in sqlite until the next welcome. */
   outbox: z.object({

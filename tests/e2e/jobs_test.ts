@@ -276,7 +276,7 @@ Deno.test("a persistent job survives kill -9 of its agent", async () => {
 });
 
 Deno.test("on-start/connect/disconnect/stop fire once each; output made while the server is down arrives after, in order, once", async (t) => {
-  const port = await freePort();
+  const port = freePort();
   const dataDir = await scratchDir("restart-server-");
   let server = await startServer({ http: `127.0.0.1:${port}`, dataDir });
   await using proxy = new CuttableProxy(server.url);
@@ -449,7 +449,7 @@ async function assertEveryRecordedRunDelivered(
   }
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   listener.close();
