@@ -3,8 +3,8 @@ import { type Ed25519KeyPair, generateKeyPair, signChallenge } from "../../share
 import type { Challenge, RelayedReply } from "../../shared/protocol/mod.ts";
 import { createFixture, FakeSocket, type Fixture, testRandom } from "../_testing.ts";
 import {
-  type AgentConnection,
   ACK_DELAY_MS,
+  type AgentConnection,
   BAD_FRAME_WINDOW_MS,
   CLOSE_HANDSHAKE_FAILED,
   CLOSE_TOO_MANY_BAD_FRAMES,
@@ -411,7 +411,9 @@ Deno.test("AgentConnection acknowledges replies in batches, answers alive, and d
   assert.deepEqual(socket.ofType("ack").map((a) => a.upTo), [2]);
   await conn.receive(output("e1", { dseq: 2 }));
   assert.equal(relayed.length, 2, "a resent reply is not relayed again");
-  await conn.receive(JSON.stringify({ v: 1, id: "al", type: "alive", ts: 1, uptimeMs: 1, running: 0 }));
+  await conn.receive(
+    JSON.stringify({ v: 1, id: "al", type: "alive", ts: 1, uptimeMs: 1, running: 0 }),
+  );
   assert.deepEqual(socket.ofType("ack").map((a) => a.upTo), [2, 2], "alive is answered at once");
   conn.closed(1006, "");
   assert.deepEqual(f.store.delivery("a1"), { stream: "o1", dseq: 2 }, "persisted on close");
