@@ -95,6 +95,10 @@ export function fakeSession(agentId: string, tags: Record<string, string> = {}) 
         if (closes.length) throw new Error("socket is closed");
         sent.push(frame);
       },
+      sendEncoded: (text: string) => {
+        if (closes.length) throw new Error("socket is closed");
+        sent.push(JSON.parse(text));
+      },
       close: (code: number, reason: string) => {
         closes.push({ code, reason });
       },

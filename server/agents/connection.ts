@@ -328,6 +328,7 @@ class Connection implements AgentConnection {
       address: this.address,
       tags: this.#helloTags,
       send: (frame) => this.#socket.send(encodeFrame(frame)),
+      sendEncoded: (text) => this.#socket.send(text),
       close: (code, reason) => this.close(code, reason),
     });
     this.#loadDelivery(agentId);

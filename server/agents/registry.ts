@@ -30,6 +30,8 @@ export interface AgentSession {
   tags: TagMap;
   /** Sends one frame; throws when the socket is gone. */
   send(frame: ServerFrame): void;
+  /** Sends one frame already encoded (one encoding shared by many agents); throws when gone. */
+  sendEncoded(text: string): void;
   /** Closes the socket. */
   close(code: number, reason: string): void;
 }
@@ -50,6 +52,12 @@ export interface LiveAgent {
    * @throws when the socket is already closed.
    */
   send(frame: ServerFrame): void;
+  /**
+   * Sends a frame already encoded with `encodeFrame`, so a command fanned out to many agents
+   * is serialised once.
+   * @throws when the socket is already closed.
+   */
+  sendEncoded(text: string): void;
   /** Closes the agent's socket. */
   close(code: number, reason: string): void;
 }
@@ -120,6 +128,10 @@ class Live implements LiveAgent {
     this.address = session.address;
     this.version = session.version;
     this.#session = session;
+  }
+
+  sendEncoded(text: string): void {
+    this.#session.sendEncoded(text);
   }
 
   send(frame: ServerFrame): void {

@@ -6,7 +6,7 @@
  * @module
  */
 import type { Clock, TimerId } from "../../shared/clock.ts";
-import type { AuditLog } from "../../shared/db/mod.ts";
+import type { AuditEvent, AuditLog } from "../../shared/db/mod.ts";
 import { JwError, toJwError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { silentLogger } from "../../shared/log.ts";
@@ -15,6 +15,7 @@ import {
   type AgentOutcome,
   type Command,
   describeIssues,
+  encodeFrame,
   parseTarget,
   type RelayedReply,
   type RunEvent,
@@ -245,20 +246,24 @@ class DispatcherImpl implements Dispatcher {
 
     const frame: Command = { v: 1, id, type: "command", job: request.job };
     if (request.meta !== undefined) frame.meta = request.meta;
+    // One encoding and one audit transaction for the whole fan-out.
+    const encoded = encodeFrame(frame);
     const sent = { actor, action: "command.sent", key: request.job.key, args: request.job.args };
+    const records: AuditEvent[] = [];
     for (const agentId of agents) {
       const agent = registry.get(agentId);
       try {
         if (!agent) throw new JwError("closed", "agent disconnected before the command was sent");
-        agent.send(frame);
-        audit.append({ ...sent, target: agentId, outcome: "ok" });
+        agent.sendEncoded(encoded);
+        records.push({ ...sent, target: agentId, outcome: "ok" });
       } catch (err) {
         const e = toJwError(err);
-        audit.append({ ...sent, target: agentId, outcome: "error", reason: e.message });
+        records.push({ ...sent, target: agentId, outcome: "error", reason: e.message });
         this.#logger.warn("command send failed", { agent: agentId, error: e.message });
         run.settle(agentId, { status: "error", error: { code: "closed", message: e.message } });
       }
     }
+    audit.appendMany(records);
     run.finishIfDone();
     return run;
   }

@@ -40,6 +40,7 @@ function echoAgent(f: Fixture, id: string, tags: Record<string, string> = {}) {
   pinFake(f.store, id);
   const s = fakeSession(id, tags);
   const send = s.session.send;
+  s.session.sendEncoded = (text: string) => s.session.send(JSON.parse(text));
   s.session.send = (frame: ServerFrame) => {
     send(frame);
     if (frame.type !== "command") return;

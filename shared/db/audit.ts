@@ -89,6 +89,49 @@ export class AuditLog {
     }
   }
 
+  /**
+   * Records many events in one transaction (a command fanned out to thousands of agents).
+   * Events with the same `args` object share one digest computation. Like
+   * {@link AuditLog.append}, never throws.
+   */
+  appendMany(events: readonly AuditEvent[]): void {
+    if (events.length === 0) return;
+    const digests = new Map<unknown, string | null>();
+    const digestOf = (args: unknown) => {
+      if (args === undefined) return null;
+      let d = digests.get(args);
+      if (d === undefined) digests.set(args, d = digestJson(args));
+      return d;
+    };
+    try {
+      const insert = this.#db.prepare(
+        "INSERT INTO audit (ts, actor, action, target, key, args_digest, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      );
+      const ts = this.#clock.now();
+      this.#db.exec("BEGIN");
+      try {
+        for (const e of events) {
+          insert.run(
+            ts,
+            e.actor,
+            e.action,
+            e.target ?? null,
+            e.key ?? null,
+            digestOf(e.args),
+            e.outcome,
+            e.reason ?? null,
+          );
+        }
+        this.#db.exec("COMMIT");
+      } catch (err) {
+        this.#db.exec("ROLLBACK");
+        throw err;
+      }
+    } catch (err) {
+      console.error(`audit: failed to record ${events.length} events: ${(err as Error).message}`);
+    }
+  }
+
   /** Newest entries first. */
   list(query: AuditQuery = {}): AuditRecord[] {
     const limit = Math.min(Math.max(query.limit ?? 100, 1), 10_000);

@@ -37,3 +37,34 @@ Deno.test("AuditLog.append() stores digests, lists newest first, and refuses edi
     db.close();
   }
 });
+
+Deno.test("AuditLog.appendMany() records every event in one go with shared digests", () => {
+  const db = openDatabase(":memory:", [auditMigration]);
+  try {
+    const audit = new AuditLog(db, new FakeClock(7));
+    const args = { cmd: "/bin/echo" };
+    audit.appendMany(
+      ["a1", "a2", "a3"].map((target) => ({
+        actor: "operator:admin",
+        action: "command.sent",
+        target,
+        key: "exec.run",
+        args,
+        outcome: "ok" as const,
+      })),
+    );
+    audit.appendMany([]);
+    const rows = audit.list();
+    assert.deepEqual(rows.map((r) => r.target), ["a3", "a2", "a1"]);
+    assert.equal(new Set(rows.map((r) => r.argsDigest)).size, 1);
+    assert.equal(
+      rows[0].argsDigest,
+      (() => {
+        audit.append({ actor: "x", action: "y", args, outcome: "ok" });
+        return audit.list({ action: "y" })[0].argsDigest;
+      })(),
+    );
+  } finally {
+    db.close();
+  }
+});
