@@ -53,6 +53,8 @@ export interface AgentStore extends KeyStore {
   saveTags(id: string, tags: TagMap): void;
   /** Records the last time the agent was heard from. */
   saveLastSeen(id: string, at: number): void;
+  /** Records many last-seen times (`[id, at]`) in one transaction. */
+  saveLastSeenMany(entries: readonly [string, number][]): void;
   /** The agent's outbox stream and the highest `dseq` processed from it. */
   delivery(id: string): Delivery;
   /** Records the highest `dseq` processed from `stream`. */
@@ -134,6 +136,17 @@ export function createAgentStore(db: DatabaseSync, clock: Clock): AgentStore {
     },
     saveLastSeen: (id, at) => {
       updateLastSeen.run(at, id);
+    },
+    saveLastSeenMany: (entries) => {
+      if (entries.length === 0) return;
+      db.exec("BEGIN");
+      try {
+        for (const [id, at] of entries) updateLastSeen.run(at, id);
+        db.exec("COMMIT");
+      } catch (err) {
+        db.exec("ROLLBACK");
+        throw err;
+      }
     },
     delivery: (id) => {
       const row = selectDelivery.get(id) as { stream: string | null; dseq: number } | undefined;

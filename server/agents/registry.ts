@@ -79,7 +79,10 @@ export interface Registry {
    * time and emits a disconnect. Idempotent; a replaced connection is ignored.
    */
   detach(agent: LiveAgent): void;
-  /** Marks `agent` as heard from now; persisted at most every {@link LAST_SEEN_PERSIST_MS}. */
+  /**
+   * Marks `agent` as heard from now. Last-seen times are written for every agent heard
+   * from at most every {@link LAST_SEEN_PERSIST_MS}, all in one transaction.
+   */
   touch(agent: LiveAgent): void;
   /**
    * Merges `changes` into `agent`'s tags (`null` deletes a tag) and persists them.
@@ -114,7 +117,6 @@ class Live implements LiveAgent {
   tags: Readonly<TagMap>;
   readonly connectedAt: number;
   lastSeen: number;
-  persistedLastSeen: number;
   readonly address: string;
   readonly version: string;
   readonly #session: AgentSession;
@@ -124,7 +126,6 @@ class Live implements LiveAgent {
     this.tags = tags;
     this.connectedAt = now;
     this.lastSeen = now;
-    this.persistedLastSeen = now;
     this.address = session.address;
     this.version = session.version;
     this.#session = session;
@@ -148,10 +149,14 @@ class RegistryImpl implements Registry {
   readonly #logger: Logger;
   readonly #live = new Map<string, Live>();
   readonly #listeners = new Set<DisconnectListener>();
+  /** Agents heard from since the last write of last-seen times. */
+  readonly #dirty = new Set<Live>();
+  #lastFlush: number;
 
   constructor(options: RegistryOptions) {
     this.#options = options;
     this.#logger = options.logger ?? silentLogger;
+    this.#lastFlush = options.clock.now();
   }
 
   get connected(): number {
@@ -182,6 +187,7 @@ class RegistryImpl implements Registry {
   detach(agent: LiveAgent): void {
     if (this.#live.get(agent.id) !== agent) return;
     this.#live.delete(agent.id);
+    this.#dirty.delete(agent as Live);
     this.#options.store.saveLastSeen(agent.id, agent.lastSeen);
     for (const listener of [...this.#listeners]) {
       try {
@@ -196,9 +202,22 @@ class RegistryImpl implements Registry {
     const live = agent as Live;
     const now = this.#options.clock.now();
     live.lastSeen = now;
-    if (now - live.persistedLastSeen >= LAST_SEEN_PERSIST_MS && this.#live.get(live.id) === live) {
-      live.persistedLastSeen = now;
-      this.#options.store.saveLastSeen(live.id, now);
+    this.#dirty.add(live);
+    if (now - this.#lastFlush >= LAST_SEEN_PERSIST_MS) this.#flushLastSeen(now);
+  }
+
+  /** Writes the last-seen time of every agent heard from since the last flush. */
+  #flushLastSeen(now: number): void {
+    this.#lastFlush = now;
+    const batch: [string, number][] = [];
+    for (const live of this.#dirty) {
+      if (this.#live.get(live.id) === live) batch.push([live.id, live.lastSeen]);
+    }
+    this.#dirty.clear();
+    try {
+      this.#options.store.saveLastSeenMany(batch);
+    } catch (err) {
+      this.#logger.error("cannot save last-seen times", { error: String(err) });
     }
   }
 

@@ -113,6 +113,22 @@ Deno.test("Registry.touch() persists last-seen at most every 10 s", async () => 
   assert.equal(f.store.get("a1")?.lastSeen, start + LAST_SEEN_PERSIST_MS + 3);
 });
 
+Deno.test("Registry.touch() writes the last-seen times of all agents heard from in one flush", async () => {
+  using f = createFixture();
+  const start = f.clock.now();
+  const agents = ["a1", "a2", "a3"].map((id) => {
+    pinFake(f.store, id);
+    return f.registry.attach(fakeSession(id).session);
+  });
+  await f.clock.advance(1_000);
+  f.registry.touch(agents[0]);
+  f.registry.touch(agents[1]);
+  await f.clock.advance(LAST_SEEN_PERSIST_MS);
+  f.registry.touch(agents[2]);
+  const seen = ["a1", "a2", "a3"].map((id) => f.store.get(id)?.lastSeen);
+  assert.deepEqual(seen, [start + 1_000, start + 1_000, start + 1_000 + LAST_SEEN_PERSIST_MS]);
+});
+
 Deno.test("Registry.closeAll() closes and detaches every agent", () => {
   using f = createFixture();
   pinFake(f.store, "a1");

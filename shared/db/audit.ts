@@ -63,18 +63,24 @@ export interface AuditQuery {
 export class AuditLog {
   readonly #db: DatabaseSync;
   readonly #clock: Clock;
+  #insert?: ReturnType<DatabaseSync["prepare"]>;
 
   constructor(db: DatabaseSync, clock: Clock) {
     this.#db = db;
     this.#clock = clock;
   }
 
+  /** The INSERT statement, prepared once. */
+  #insertStatement(): ReturnType<DatabaseSync["prepare"]> {
+    return this.#insert ??= this.#db.prepare(
+      "INSERT INTO audit (ts, actor, action, target, key, args_digest, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    );
+  }
+
   /** Records one event. Never throws for a bad event: audit failures are reported to stderr. */
   append(event: AuditEvent): void {
     try {
-      this.#db.prepare(
-        "INSERT INTO audit (ts, actor, action, target, key, args_digest, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-      ).run(
+      this.#insertStatement().run(
         this.#clock.now(),
         event.actor,
         event.action,
@@ -104,9 +110,7 @@ export class AuditLog {
       return d;
     };
     try {
-      const insert = this.#db.prepare(
-        "INSERT INTO audit (ts, actor, action, target, key, args_digest, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-      );
+      const insert = this.#insertStatement();
       const ts = this.#clock.now();
       this.#db.exec("BEGIN");
       try {
