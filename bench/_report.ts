@@ -1,5 +1,5 @@
 /**
- * Turns benchmark results into tables, a verdict per target from issue 4, and the
+ * Turns benchmark results into tables, a verdict per performance target, and the
  * generated part of docs/benchmarks.md (the hand-written analysis around it is kept).
  *
  * @module
@@ -190,7 +190,7 @@ export function ratioLine(results: Results): string {
   return `ratios: ${parts.join("; ")}`;
 }
 
-/** One target of issue 4 and how this run did against it. */
+/** One performance target and how this run did against it. */
 export interface Verdict {
   target: string;
   /** true met, false missed, undefined not measured in this run. */
@@ -198,7 +198,7 @@ export interface Verdict {
   detail: string;
 }
 
-/** Checks each target of issue 4 against the results. */
+/** Checks each performance target against the results. */
 export function verdicts(results: Results): Verdict[] {
   const out: Verdict[] = [];
   const density = results.density ?? [];
@@ -376,7 +376,7 @@ export function renderMarkdown(results: Results): string {
       "",
     );
   }
-  lines.push("### Targets (issue 4)", "", verdictLines(verdicts(results)), "");
+  lines.push("### Targets", "", verdictLines(verdicts(results)), "");
   lines.push("```", ratioLine(results), "```", "");
   if (results.profiles) {
     const p = results.profiles;

@@ -1,6 +1,6 @@
 /**
  * `deno task bench`: density, then fan-out, then (full runs) a CPU profile of the jw server;
- * prints a table per benchmark, the targets of issue 4 and a final line of ratios, and
+ * prints a table per benchmark, the performance targets and a final line of ratios, and
  * rewrites the generated block of docs/benchmarks.md.
  *
  * @module
