@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything the test suite needs on a fresh Debian machine (run as root):
 # Deno from the npm registry (cached by npx), the npm packages in deno.lock, and the
-# Debian packages listed below. Safe to run again.
+# Debian packages listed below plus any named as arguments. Safe to run again.
+# Usage: scripts/install-test-deps.sh [EXTRA_DEBIAN_PACKAGE]...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NO_COLOR=1 DENO_NO_UPDATE_CHECK=1
 
 # Debian packages the tests use. Services are started by the tests that need them.
-APT_PACKAGES=(procps)
+APT_PACKAGES=(procps "$@")
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
