@@ -156,6 +156,9 @@ class Server implements JwServer {
     });
     const bus = createReplyBus({ logger: logger.child("bus") });
     const dispatcher = createDispatcher({
+      // The only place the server's core gets a real timer: after the sends, audit on the
+      // next turn (see DispatcherOptions.defer).
+      defer: (fn) => void setTimeout(fn, 0),
       registry,
       bus,
       audit: this.audit,

@@ -80,6 +80,12 @@ export interface DispatcherOptions {
   clock: Clock;
   random: Random;
   logger?: Logger;
+  /**
+   * Runs `fn` after the current turn of the event loop. The fan-out's audit records are
+   * written through it, so the runtime puts the command frames on the wire before a
+   * transaction of thousands of rows runs. Default: at once (synchronously).
+   */
+  defer?: (fn: () => void) => void;
 }
 
 type Parsed = ReturnType<typeof RunRequest.parse>;
@@ -263,7 +269,7 @@ class DispatcherImpl implements Dispatcher {
         run.settle(agentId, { status: "error", error: { code: "closed", message: e.message } });
       }
     }
-    audit.appendMany(records);
+    (this.#options.defer ?? ((fn) => fn()))(() => audit.appendMany(records));
     run.finishIfDone();
     return run;
   }

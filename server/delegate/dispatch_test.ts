@@ -305,3 +305,29 @@ Deno.test("Dispatcher.close() finishes active runs and refuses new ones", async 
     (e) => isJwError(e, "closed"),
   );
 });
+
+Deno.test("Dispatcher writes the fan-out's audit records through defer, after the sends", () => {
+  const f = createFixture();
+  using _ = f;
+  const deferred: (() => void)[] = [];
+  const dispatcher = createDispatcher({
+    registry: f.registry,
+    bus: f.bus,
+    audit: f.audit,
+    clock: f.clock,
+    random: testRandom,
+    defer: (fn) => deferred.push(fn),
+  });
+  const a1 = connect(f, "a1");
+  const a2 = connect(f, "a2");
+  const run = dispatcher.start({ target: "all", job: { key: "exec.run" } }, "bob");
+  assert.equal(a1.sent.length + a2.sent.length, 2, "frames handed over first");
+  assert.equal(f.audit.list({ action: "command.sent" }).length, 0);
+  assert.equal(deferred.length, 1);
+  deferred[0]();
+  assert.deepEqual(f.audit.list({ action: "command.sent" }).map((e) => e.target).sort(), [
+    "a1",
+    "a2",
+  ]);
+  run.close();
+});
