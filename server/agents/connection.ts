@@ -27,7 +27,7 @@ import {
   type ErrorFrame,
   type ServerFrame,
 } from "../../shared/protocol/mod.ts";
-import type { ReplyBus } from "../delegate/bus.ts";
+import { RELAYED_JSON, type RelayedWithJson, type ReplyBus, withAgent } from "../delegate/bus.ts";
 import type { Handshake, IssuedChallenge } from "./handshake.ts";
 import type { LiveAgent, Registry } from "./registry.ts";
 import type { AgentStore } from "./agent_store.ts";
@@ -365,10 +365,13 @@ class Connection implements AgentConnection {
     registry.touch(agent);
     switch (frame.type) {
       case "output":
-      case "log":
+      case "log": {
         if (this.#seen(frame.dseq)) return;
-        bus.publish({ ...frame, agent: agent.id }, agent.tags);
+        const relayed: RelayedWithJson = { ...frame, agent: agent.id };
+        if (typeof data === "string") relayed[RELAYED_JSON] = withAgent(data, agent.id);
+        bus.publish(relayed, agent.tags);
         return;
+      }
       case "setTag": {
         if (this.#seen(frame.dseq)) return;
         const tags = registry.setTags(agent, frame.tags);

@@ -19,6 +19,30 @@ export interface ReplyFilter {
   id?: string;
 }
 
+/**
+ * Where a relayed reply keeps its JSON text when the server already has it (the agent's
+ * frame with `agent` added), so writers to operators need not serialise it again. A symbol:
+ * never part of the JSON itself.
+ */
+export const RELAYED_JSON: unique symbol = Symbol("jw.relayedJson");
+
+/** A relayed reply that may carry its own JSON text. */
+export type RelayedWithJson = RelayedReply & { [RELAYED_JSON]?: string };
+
+/** The JSON text of a relayed reply, reusing the agent's frame text when it was kept. */
+export function relayedJson(reply: RelayedReply): string {
+  return (reply as RelayedWithJson)[RELAYED_JSON] ?? JSON.stringify(reply);
+}
+
+/**
+ * `frameText` (a JSON object the agent sent, already checked) with `"agent": id` added as
+ * its last member: the relayed form, without a parse-and-stringify round trip.
+ */
+export function withAgent(frameText: string, agentId: string): string {
+  const end = frameText.lastIndexOf("}");
+  return `${frameText.slice(0, end)},"agent":${JSON.stringify(agentId)}}`;
+}
+
 /** Receives matching replies. Must not block; exceptions are logged and ignored. */
 export type ReplySink = (reply: RelayedReply) => void;
 

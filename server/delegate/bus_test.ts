@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { RelayedReply } from "../../shared/protocol/mod.ts";
-import { createReplyBus } from "./bus.ts";
+import { createReplyBus, RELAYED_JSON, relayedJson, withAgent } from "./bus.ts";
 
 function output(agent: string, id: string, text: string): RelayedReply {
   return {
@@ -88,4 +88,27 @@ Deno.test("ReplyBus.close() ends open streams and later ones", async () => {
   assert.equal((await pending).done, true);
   const late = bus.stream({});
   assert.equal((await late.next()).done, true);
+});
+
+Deno.test("withAgent() adds the agent id to frame text the way JSON.stringify would", () => {
+  const frame = {
+    v: 1,
+    id: "e1",
+    type: "output",
+    job: { id: "j", key: "exec.run" },
+    seq: 0,
+    ts: 1,
+    text: '}{"',
+  };
+  const text = withAgent(JSON.stringify(frame) + "  \n", 'a"1');
+  assert.deepEqual(JSON.parse(text), { ...frame, agent: 'a"1' });
+  const reply = { ...frame, agent: "a1" } as unknown as RelayedReply;
+  assert.equal(relayedJson(reply), JSON.stringify(reply), "falls back to serialising");
+  const kept = { ...reply, [RELAYED_JSON]: "KEPT" };
+  assert.equal(relayedJson(kept), "KEPT");
+  assert.equal(
+    JSON.stringify(kept),
+    JSON.stringify(reply),
+    "the kept text is not part of the JSON",
+  );
 });

@@ -17,10 +17,10 @@ import type { AuditLog } from "../../shared/db/mod.ts";
 import { isJwError, JwError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { silentLogger } from "../../shared/log.ts";
-import { httpStatusFor, Id, JW_VERSION } from "../../shared/protocol/mod.ts";
+import { httpStatusFor, Id, JW_VERSION, type RelayedReply } from "../../shared/protocol/mod.ts";
 import type { Registry } from "../agents/registry.ts";
 import { type AuthEnv, type BasicUser, createBasicAuth } from "../auth/basic.ts";
-import type { ReplyBus, ReplyFilter } from "../delegate/bus.ts";
+import { relayedJson, type ReplyBus, type ReplyFilter } from "../delegate/bus.ts";
 import type { Dispatcher } from "../delegate/dispatch.ts";
 
 /** Largest accepted `POST /v1/run` body, bytes. */
@@ -52,6 +52,11 @@ interface LineSource {
 
 const encoder = new TextEncoder();
 
+/** One NDJSON line; relayed replies reuse the agent's frame text when the server kept it. */
+function line(value: unknown): string {
+  return relayedJson(value as RelayedReply) + "\n";
+}
+
 /**
  * A streaming `application/x-ndjson` response: one JSON value per line, written as the
  * source yields it. `stop` runs when the client goes away.
@@ -64,11 +69,11 @@ function ndjson(source: LineSource, stop: () => void): Response {
         controller.close();
         return;
       }
-      let text = JSON.stringify(first.value) + "\n";
+      let text = line(first.value);
       while ((source.size ?? 0) > 0 && text.length < 64 * 1024) {
         const more = await source.next();
         if (more.done) break;
-        text += JSON.stringify(more.value) + "\n";
+        text += line(more.value);
       }
       controller.enqueue(encoder.encode(text));
     },
