@@ -97,6 +97,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     const outbox = createOutbox({
       db,
       maxFrames: config.outbox.maxFrames,
+      maxSize: config.outbox.maxSize,
       send: (frame) => connection.send(frame),
       clock,
       random,

@@ -7,7 +7,8 @@
  * agent stopped, are delivered — in order, and once (the server drops a `dseq` it has
  * already processed).
  *
- * Bounded: beyond `maxFrames` rows the oldest are dropped and counted; the next drain first
+ * Bounded: beyond `maxFrames` rows, or `maxSize` characters of stored JSON, the oldest are
+ * dropped and counted; the next drain first
  * sends a `warn` log saying how many.
  *
  * @module
@@ -40,6 +41,11 @@ export interface OutboxOptions {
   db: DatabaseSync;
   /** Most frames kept (config `outbox.maxFrames`); the oldest are dropped beyond it. */
   maxFrames: number;
+  /**
+   * Most characters of stored frame JSON (config `outbox.maxSize`); the oldest frames are
+   * dropped beyond it. Default unbounded.
+   */
+  maxSize?: number;
   /** Hands a frame to the socket; false when there is no connection (nothing sent). */
   send(frame: AgentFrame): boolean;
   clock: Clock;
@@ -94,11 +100,13 @@ class DurableOutbox implements Outbox {
   readonly #o: OutboxOptions;
   readonly #chunk: number;
   readonly #insert;
-  readonly #dropOldest;
+  readonly #dropFirst;
   readonly #readAfter;
   readonly #deleteUpTo;
   readonly #setState;
   #size: number;
+  /** Characters of JSON stored. */
+  #chars: number;
   #dropped: number;
   /** True once a drain has caught up on this connection: new frames go straight out. */
   #live = false;
@@ -112,16 +120,19 @@ class DurableOutbox implements Outbox {
     this.#chunk = Math.max(1, options.chunk ?? DEFAULT_DRAIN_CHUNK);
     const { db } = options;
     this.#insert = db.prepare("INSERT INTO outbox (frame) VALUES (?)");
-    this.#dropOldest = db.prepare(
-      "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)",
+    this.#dropFirst = db.prepare(
+      "DELETE FROM outbox WHERE seq = (SELECT MIN(seq) FROM outbox) RETURNING LENGTH(frame) AS n",
     );
     this.#readAfter = db.prepare(
       "SELECT seq, frame FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
     );
-    this.#deleteUpTo = db.prepare("DELETE FROM outbox WHERE seq <= ?");
+    this.#deleteUpTo = db.prepare("DELETE FROM outbox WHERE seq <= ? RETURNING LENGTH(frame) AS n");
     this.#setState = db.prepare("INSERT OR REPLACE INTO outbox_state (name, value) VALUES (?, ?)");
-    const count = db.prepare("SELECT COUNT(*) AS n FROM outbox").get() as { n: number };
+    const count = db.prepare(
+      "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(frame)), 0) AS chars FROM outbox",
+    ).get() as { n: number; chars: number };
     this.#size = Number(count.n);
+    this.#chars = Number(count.chars);
     const state = (name: string) =>
       (db.prepare("SELECT value FROM outbox_state WHERE name = ?").get(name) as
         | { value: number }
@@ -165,8 +176,10 @@ class DurableOutbox implements Outbox {
 
   ack(upTo: number): void {
     try {
-      const removed = Number(this.#deleteUpTo.run(upTo).changes);
-      this.#size = Math.max(0, this.#size - removed);
+      const removed = this.#deleteUpTo.all(upTo) as { n: number }[];
+      this.#size = Math.max(0, this.#size - removed.length);
+      for (const row of removed) this.#chars -= Number(row.n);
+      if (this.#size === 0) this.#chars = 0;
     } catch (err) {
       this.#o.logger.error("cannot forget acknowledged replies", {
         upTo,
@@ -195,20 +208,29 @@ class DurableOutbox implements Outbox {
   /** Inserts `frame`, dropping the oldest rows beyond the bound; returns its seq. */
   #store(frame: Reply): number {
     const { maxFrames, logger } = this.#o;
-    const excess = this.#size + 1 - maxFrames;
-    if (excess > 0) {
-      const dropped = Number(this.#dropOldest.run(excess).changes);
-      if (dropped > 0) {
-        if (this.#dropped === 0) {
-          logger.warn("outbox full: dropping the oldest unacknowledged replies", { maxFrames });
-        }
-        this.#dropped += dropped;
-        this.#size -= dropped;
-        this.#setState.run("dropped", this.#dropped);
-      }
+    const maxSize = this.#o.maxSize ?? Infinity;
+    const text = JSON.stringify(frame);
+    let dropped = 0;
+    while (this.#size > 0 && (this.#size + 1 > maxFrames || this.#chars + text.length > maxSize)) {
+      const row = this.#dropFirst.get() as { n: number } | undefined;
+      if (!row) break;
+      this.#size--;
+      this.#chars -= Number(row.n);
+      dropped++;
     }
-    const seq = Number(this.#insert.run(JSON.stringify(frame)).lastInsertRowid);
+    if (dropped > 0) {
+      if (this.#dropped === 0) {
+        logger.warn("outbox full: dropping the oldest unacknowledged replies", {
+          maxFrames,
+          maxSize: this.#o.maxSize,
+        });
+      }
+      this.#dropped += dropped;
+      this.#setState.run("dropped", this.#dropped);
+    }
+    const seq = Number(this.#insert.run(text).lastInsertRowid);
     this.#size++;
+    this.#chars += text.length;
     return seq;
   }
 
@@ -276,7 +298,9 @@ class DurableOutbox implements Outbox {
       level: "warn",
       message: `${dropped} ${
         dropped === 1 ? "reply was" : "replies were"
-      } dropped before the server acknowledged them: the outbox keeps at most ${maxFrames} frames (outbox.maxFrames)`,
+      } dropped before the server acknowledged them: the outbox keeps at most ${maxFrames} frames (outbox.maxFrames) and ${
+        this.#o.maxSize ?? "unbounded"
+      } characters (outbox.maxSize)`,
       fields: { dropped, maxFrames },
     };
   }

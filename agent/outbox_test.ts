@@ -235,3 +235,26 @@ Deno.test("Outbox.close() stops a drain between chunks; the rest stays stored", 
     db.close();
   }
 });
+
+Deno.test("Outbox drops the oldest frames past maxSize characters of JSON, and tracks acks", async () => {
+  const db = openAgentDatabase(":memory:");
+  try {
+    const wire = new Wire();
+    const size = JSON.stringify(frame(1)).length;
+    const { outbox: box } = outbox(db, wire, { maxSize: size * 3 });
+    for (let i = 1; i <= 5; i++) box.deliver(frame(i));
+    assert.equal(box.size, 3);
+    assert.equal(box.dropped, 2);
+    wire.up = true;
+    await box.drain();
+    assert.deepEqual(wire.texts, ["log:2", "3", "4", "5"]);
+    box.ack(5);
+    assert.equal(box.size, 0);
+    // After the ack the budget is free again: three more fit without drops.
+    for (let i = 6; i <= 8; i++) box.deliver(frame(i));
+    assert.equal(box.dropped, 0);
+    box.close();
+  } finally {
+    db.close();
+  }
+});

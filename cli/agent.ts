@@ -46,7 +46,8 @@ Config file only (defaults shown):
     max: 1000             most jobs installed on this agent
     maxRunning: 64        most runs going at once (due runs beyond it are skipped)
   outbox:
-    maxFrames: 10000      replies kept while disconnected; oldest dropped beyond it
+    maxFrames: 10000      unacknowledged replies kept; oldest dropped beyond it
+    maxSize: 64MiB        ...and at most this much of their JSON
 
 SIGINT or SIGTERM stops it cleanly.`;
 

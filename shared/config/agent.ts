@@ -63,10 +63,15 @@ export const AgentConfig = z.object({
      */
     maxRunning: z.number().int().min(1).max(10_000).default(64),
   }).strict().prefault({}),
-  /** Replies made while disconnected, kept in sqlite until the next welcome. */
+  /** Replies kept in sqlite until the server acknowledges them. */
   outbox: z.object({
     /** Most frames kept; the oldest are dropped (and counted) beyond it. Default 10000. */
     maxFrames: z.number().int().min(1).max(10_000_000).default(10_000),
+    /**
+     * Most stored reply JSON (measured in characters, about bytes for ASCII); the oldest
+     * frames are dropped (and counted) beyond it. Default "64MiB".
+     */
+    maxSize: Size.prefault("64MiB"),
   }).strict().prefault({}),
   /** Longest an `exec.run` may take when it gives no `timeout`. Default "10m". */
   execTimeout: Duration.pipe(z.number().max(2_147_483_647, "may be at most 24d")).prefault("10m"),
