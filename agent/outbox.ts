@@ -7,7 +7,7 @@
  * agent stopped, are delivered — in order, and once (the server drops a `dseq` it has
  * already processed).
  *
- * Bounded: beyond `maxFrames` rows, or `maxSize` characters of stored JSON, the oldest are
+ * Bounded: beyond `maxFrames` rows, or `maxSize` bytes of stored JSON, the oldest are
  * dropped and counted; the next drain first
  * sends a `warn` log saying how many.
  *
@@ -15,9 +15,15 @@
  */
 import type { Clock, TimerId } from "../shared/clock.ts";
 import type { DatabaseSync, Migration } from "../shared/db/mod.ts";
-import { toJwError } from "../shared/errors.ts";
+import { JwError, toJwError } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
-import { type AgentFrame, type Log, PROTOCOL_VERSION, type Reply } from "../shared/protocol/mod.ts";
+import {
+  type AgentFrame,
+  type Log,
+  PROTOCOL_VERSION,
+  type Reply,
+  utf8Length,
+} from "../shared/protocol/mod.ts";
 import { type Random, randomId } from "../shared/random.ts";
 
 /** The migration creating the outbox tables; part of the agent's migration list. */
@@ -42,8 +48,8 @@ export interface OutboxOptions {
   /** Most frames kept (config `outbox.maxFrames`); the oldest are dropped beyond it. */
   maxFrames: number;
   /**
-   * Most characters of stored frame JSON (config `outbox.maxSize`); the oldest frames are
-   * dropped beyond it. Default unbounded.
+   * Most bytes (UTF-8) of stored frame JSON (config `outbox.maxSize`); the oldest frames
+   * are dropped beyond it. Default unbounded.
    */
   maxSize?: number;
   /** Hands a frame to the socket; false when there is no connection (nothing sent). */
@@ -105,13 +111,13 @@ class DurableOutbox implements Outbox {
   readonly #deleteUpTo;
   readonly #setState;
   #size: number;
-  /** Characters of JSON stored. */
+  /** Bytes (UTF-8) of JSON stored. */
   #chars: number;
   #dropped: number;
   /** True once a drain has caught up on this connection: new frames go straight out. */
   #live = false;
-  #draining: Promise<number> | undefined;
-  #yieldTimer: TimerId | undefined;
+  /** Bumped by every drain; an older drain stops when it sees a newer generation. */
+  #generation = 0;
   #wake: (() => void) | undefined;
   #closed = false;
 
@@ -121,15 +127,17 @@ class DurableOutbox implements Outbox {
     const { db } = options;
     this.#insert = db.prepare("INSERT INTO outbox (frame) VALUES (?)");
     this.#dropFirst = db.prepare(
-      "DELETE FROM outbox WHERE seq = (SELECT MIN(seq) FROM outbox) RETURNING LENGTH(frame) AS n",
+      "DELETE FROM outbox WHERE seq = (SELECT MIN(seq) FROM outbox) RETURNING LENGTH(CAST(frame AS BLOB)) AS n",
     );
     this.#readAfter = db.prepare(
       "SELECT seq, frame FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
     );
-    this.#deleteUpTo = db.prepare("DELETE FROM outbox WHERE seq <= ? RETURNING LENGTH(frame) AS n");
+    this.#deleteUpTo = db.prepare(
+      "DELETE FROM outbox WHERE seq <= ? RETURNING LENGTH(CAST(frame AS BLOB)) AS n",
+    );
     this.#setState = db.prepare("INSERT OR REPLACE INTO outbox_state (name, value) VALUES (?, ?)");
     const count = db.prepare(
-      "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(frame)), 0) AS chars FROM outbox",
+      "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(CAST(frame AS BLOB))), 0) AS chars FROM outbox",
     ).get() as { n: number; chars: number };
     this.#size = Number(count.n);
     this.#chars = Number(count.chars);
@@ -189,8 +197,11 @@ class DurableOutbox implements Outbox {
   }
 
   drain(): Promise<number> {
-    this.#draining ??= this.#drain().finally(() => (this.#draining = undefined));
-    return this.#draining;
+    // A drain still going belongs to an earlier connection: stop it and start over from the
+    // oldest row on this one (the server only acks what reached it on this connection).
+    const generation = ++this.#generation;
+    this.#wake?.();
+    return this.#drain(generation);
   }
 
   disconnected(): void {
@@ -200,41 +211,47 @@ class DurableOutbox implements Outbox {
   close(): void {
     this.#closed = true;
     this.#live = false;
-    if (this.#yieldTimer !== undefined) this.#o.clock.clearTimeout(this.#yieldTimer);
-    this.#yieldTimer = undefined;
     this.#wake?.();
   }
 
   /** Inserts `frame`, dropping the oldest rows beyond the bound; returns its seq. */
   #store(frame: Reply): number {
-    const { maxFrames, logger } = this.#o;
+    const { maxFrames } = this.#o;
     const maxSize = this.#o.maxSize ?? Infinity;
     const text = JSON.stringify(frame);
+    const bytes = utf8Length(text);
+    if (bytes > maxSize) {
+      // Storing it would push out everything else and still not fit: drop it alone.
+      this.#countDropped(1);
+      throw new JwError("frame_too_large", `reply of ${bytes} bytes exceeds outbox.maxSize`);
+    }
     let dropped = 0;
-    while (this.#size > 0 && (this.#size + 1 > maxFrames || this.#chars + text.length > maxSize)) {
+    while (this.#size > 0 && (this.#size + 1 > maxFrames || this.#chars + bytes > maxSize)) {
       const row = this.#dropFirst.get() as { n: number } | undefined;
       if (!row) break;
       this.#size--;
       this.#chars -= Number(row.n);
       dropped++;
     }
-    if (dropped > 0) {
-      if (this.#dropped === 0) {
-        logger.warn("outbox full: dropping the oldest unacknowledged replies", {
-          maxFrames,
-          maxSize: this.#o.maxSize,
-        });
-      }
-      this.#dropped += dropped;
-      this.#setState.run("dropped", this.#dropped);
-    }
+    if (dropped > 0) this.#countDropped(dropped);
     const seq = Number(this.#insert.run(text).lastInsertRowid);
     this.#size++;
-    this.#chars += text.length;
+    this.#chars += bytes;
     return seq;
   }
 
-  async #drain(): Promise<number> {
+  #countDropped(n: number): void {
+    if (this.#dropped === 0) {
+      this.#o.logger.warn("outbox full: dropping the oldest unacknowledged replies", {
+        maxFrames: this.#o.maxFrames,
+        maxSize: this.#o.maxSize,
+      });
+    }
+    this.#dropped += n;
+    this.#setState.run("dropped", this.#dropped);
+  }
+
+  async #drain(generation: number): Promise<number> {
     this.#live = false;
     let sent = 0;
     try {
@@ -247,7 +264,7 @@ class DurableOutbox implements Outbox {
         this.#setState.run("dropped", 0);
       }
       let after = 0;
-      while (!this.#closed) {
+      while (!this.#closed && generation === this.#generation) {
         const rows = this.#readAfter.all(after, this.#chunk) as { seq: number; frame: string }[];
         if (rows.length === 0) {
           // Caught up: nothing older is unsent on this connection, so go live. No await
@@ -274,14 +291,14 @@ class DurableOutbox implements Outbox {
   /** Lets the event loop run (sockets, timers, new replies) between chunks. */
   #yield(): Promise<void> {
     return new Promise((resolve) => {
-      this.#wake = () => {
-        this.#wake = undefined;
+      const { clock } = this.#o;
+      const timer = clock.setTimeout(() => wake(), 0);
+      const wake = () => {
+        clock.clearTimeout(timer);
+        if (this.#wake === wake) this.#wake = undefined;
         resolve();
       };
-      this.#yieldTimer = this.#o.clock.setTimeout(() => {
-        this.#yieldTimer = undefined;
-        this.#wake?.();
-      }, 0);
+      this.#wake = wake;
     });
   }
 

@@ -258,3 +258,41 @@ Deno.test("Outbox drops the oldest frames past maxSize characters of JSON, and t
     db.close();
   }
 });
+
+Deno.test("Outbox.drain() on a new connection stops a drain still going and starts over", async () => {
+  const db = openAgentDatabase(":memory:");
+  try {
+    const wire = new Wire();
+    const { outbox: box, clock } = outbox(db, wire, { chunk: 2 });
+    for (let i = 1; i <= 5; i++) box.deliver(frame(i));
+    wire.up = true;
+    const first = box.drain(); // sends 1, 2, then yields
+    box.disconnected();
+    const second = box.drain(); // a new welcome: from the oldest row again
+    await clock.advance(0);
+    await clock.advance(0);
+    await clock.advance(0);
+    assert.equal(await first, 2);
+    assert.equal(await second, 5);
+    assert.deepEqual(wire.texts, ["1", "2", "1", "2", "3", "4", "5"]);
+    assert.equal(clock.pending, 0, "no yield timer left behind");
+    box.close();
+  } finally {
+    db.close();
+  }
+});
+
+Deno.test("Outbox drops a single reply larger than maxSize instead of emptying itself", () => {
+  const db = openAgentDatabase(":memory:");
+  try {
+    const wire = new Wire();
+    const { outbox: box } = outbox(db, wire, { maxSize: 1000 });
+    box.deliver(frame(1));
+    box.deliver({ ...frame(2), text: "é".repeat(600) }); // 1200 bytes of UTF-8
+    assert.equal(box.size, 1, "the earlier reply stays");
+    assert.equal(box.dropped, 1);
+    box.close();
+  } finally {
+    db.close();
+  }
+});

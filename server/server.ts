@@ -127,6 +127,8 @@ class Server implements JwServer {
   readonly #http: Deno.HttpServer<Deno.NetAddr>;
   readonly #shutdown: () => Promise<void>;
   #closing?: Promise<void>;
+  /** Deferred work (fan-out audit batches) not yet run; flushed before the database closes. */
+  readonly #deferred = new Set<() => void>();
 
   constructor(
     config: ServerConfig,
@@ -158,7 +160,12 @@ class Server implements JwServer {
     const dispatcher = createDispatcher({
       // The only place the server's core gets a real timer: after the sends, audit on the
       // next turn (see DispatcherOptions.defer).
-      defer: (fn) => void setTimeout(fn, 0),
+      defer: (fn) => {
+        this.#deferred.add(fn);
+        setTimeout(() => {
+          if (this.#deferred.delete(fn)) fn();
+        }, 0);
+      },
       registry,
       bus,
       audit: this.audit,
@@ -242,6 +249,8 @@ class Server implements JwServer {
       } catch (err) {
         this.#logger.error("shutdown failed", { error: String(err) });
       } finally {
+        for (const fn of this.#deferred) fn();
+        this.#deferred.clear();
         this.#db.close();
         this.#logger.info("stopped", { id: this.id });
       }

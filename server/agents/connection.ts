@@ -379,8 +379,9 @@ class Connection implements AgentConnection {
         return;
       }
       case "alive":
-        // Answering every heartbeat lets the agent notice a server that went silent.
-        this.#sendAck();
+        // Answering every heartbeat lets the agent notice a server that went silent. Agents
+        // that name no outbox stream predate acks and would reject them.
+        if (this.#stream !== null) this.#sendAck();
         return;
       case "error":
         this.#logger.warn("agent reported an error", {
@@ -445,8 +446,12 @@ class Connection implements AgentConnection {
     const agent = this.#agent;
     this.#persistedAt = this.#deps.clock.now();
     if (!agent || !this.#deps.delivery || this.#dseq === this.#persistedDseq) return;
-    this.#persistedDseq = this.#dseq;
-    this.#deps.delivery.saveDelivery(agent.id, { stream: this.#stream, dseq: this.#dseq });
+    try {
+      this.#deps.delivery.saveDelivery(agent.id, { stream: this.#stream, dseq: this.#dseq });
+      this.#persistedDseq = this.#dseq;
+    } catch (err) {
+      this.#logger.error("cannot save delivery state", { agent: agent.id, error: String(err) });
+    }
   }
 
   #rejectFrame(err: JwError, ref: string | undefined): void {
@@ -465,6 +470,8 @@ class Connection implements AgentConnection {
         reason: `more than ${MAX_BAD_FRAMES} rejected frames in ${BAD_FRAME_WINDOW_MS / 1000}s`,
       });
       this.#logger.warn("closing a connection that keeps sending bad frames", { agent: agentId });
+      // Acknowledge what was processed, so those replies are not resent into the same wall.
+      if (this.#unacked > 0) this.#sendAck();
       this.close(CLOSE_TOO_MANY_BAD_FRAMES, "too many bad frames");
       return;
     }

@@ -66,6 +66,8 @@ export function replyWeight(reply: RelayedReply): number {
     if (reply.fields !== undefined) n += JSON.stringify(reply.fields).length * 2;
   } else n += JSON.stringify(reply.tags).length * 2;
   if (reply.meta !== undefined) n += 64;
+  const kept = (reply as RelayedWithJson)[RELAYED_JSON];
+  if (kept !== undefined) n += kept.length * 2;
   return n;
 }
 
