@@ -13,7 +13,7 @@
  *
  * @module
  */
-import type { Clock, TimerId } from "../shared/clock.ts";
+import type { Clock } from "../shared/clock.ts";
 import type { DatabaseSync, Migration } from "../shared/db/mod.ts";
 import { JwError, toJwError } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
