@@ -143,7 +143,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       audit,
       running: () => runner.running,
       startedAt,
-      onWelcome: () => {
+      onWelcome: (welcome) => {
+        outbox.limitFrames(welcome.maxFrameBytes);
         const waiting = outbox.size;
         void outbox.drain().then((sent) => {
           if (sent > 0) {

@@ -38,6 +38,9 @@ export const outboxMigration: Migration = {
 /** The job the drop warning claims to come from (the id "agent" is reserved for it). */
 export const OUTBOX_JOB = { id: "agent", key: "agent.outbox" } as const;
 
+/** Bytes a `dseq` field adds to a stored frame when it is sent. */
+const DSEQ_ROOM = 32;
+
 /** Frames sent per drain chunk (one read, then a yield to the event loop). */
 export const DEFAULT_DRAIN_CHUNK = 500;
 
@@ -84,6 +87,12 @@ export interface Outbox {
   /** The connection ended: stop sending until the next {@link Outbox.drain}. */
   disconnected(): void;
   /**
+   * The largest frame the server accepts (from its welcome). Replies that cannot fit are
+   * dropped and counted instead of being stored, and stored ones are dropped at the next
+   * drain, so one oversized reply cannot block delivery of everything behind it.
+   */
+  limitFrames(bytes: number): void;
+  /**
    * Identifies this outbox's `dseq` numbering (sent in `hello`); a new database gets a new
    * one, so the server does not mistake its numbers for ones already seen.
    */
@@ -109,6 +118,7 @@ class DurableOutbox implements Outbox {
   readonly #dropFirst;
   readonly #readAfter;
   readonly #deleteUpTo;
+  readonly #deleteSeq;
   readonly #setState;
   #size: number;
   /** Bytes (UTF-8) of JSON stored. */
@@ -116,6 +126,8 @@ class DurableOutbox implements Outbox {
   #dropped: number;
   /** True once a drain has caught up on this connection: new frames go straight out. */
   #live = false;
+  /** The server's frame limit minus room for `dseq`; Infinity until a welcome says. */
+  #frameLimit = Infinity;
   /** Bumped by every drain; an older drain stops when it sees a newer generation. */
   #generation = 0;
   #wake: (() => void) | undefined;
@@ -131,6 +143,9 @@ class DurableOutbox implements Outbox {
     );
     this.#readAfter = db.prepare(
       "SELECT seq, frame FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+    );
+    this.#deleteSeq = db.prepare(
+      "DELETE FROM outbox WHERE seq = ? RETURNING LENGTH(CAST(frame AS BLOB)) AS n",
     );
     this.#deleteUpTo = db.prepare(
       "DELETE FROM outbox WHERE seq <= ? RETURNING LENGTH(CAST(frame AS BLOB)) AS n",
@@ -171,9 +186,17 @@ class DurableOutbox implements Outbox {
     try {
       seq = this.#store(frame);
     } catch (err) {
+      const e = toJwError(err);
+      if (e.code === "frame_too_large") {
+        this.#o.logger.warn("dropping a reply too large to deliver", {
+          id: frame.id,
+          error: e.message,
+        });
+        return;
+      }
       this.#o.logger.error("cannot store a reply in the outbox", {
         id: frame.id,
-        error: toJwError(err).message,
+        error: e.message,
       });
       // Still try to deliver it now rather than lose it silently.
       if (this.#live) this.#o.send(frame);
@@ -208,6 +231,10 @@ class DurableOutbox implements Outbox {
     this.#live = false;
   }
 
+  limitFrames(bytes: number): void {
+    this.#frameLimit = bytes;
+  }
+
   close(): void {
     this.#closed = true;
     this.#live = false;
@@ -220,6 +247,13 @@ class DurableOutbox implements Outbox {
     const maxSize = this.#o.maxSize ?? Infinity;
     const text = JSON.stringify(frame);
     const bytes = utf8Length(text);
+    if (bytes + DSEQ_ROOM > this.#frameLimit) {
+      this.#countDropped(1);
+      throw new JwError(
+        "frame_too_large",
+        `reply of ${bytes} bytes exceeds the server's frame limit`,
+      );
+    }
     if (bytes > maxSize) {
       // Storing it would push out everything else and still not fit: drop it alone.
       this.#countDropped(1);
@@ -238,6 +272,14 @@ class DurableOutbox implements Outbox {
     this.#size++;
     this.#chars += bytes;
     return seq;
+  }
+
+  /** Deletes one stored frame (not an acknowledgement: older rows stay). */
+  #deleteOne(seq: number): void {
+    const row = this.#deleteSeq.get(seq) as { n: number } | undefined;
+    if (!row) return;
+    this.#size--;
+    this.#chars -= Number(row.n);
   }
 
   #countDropped(n: number): void {
@@ -273,9 +315,15 @@ class DurableOutbox implements Outbox {
           return sent;
         }
         for (const row of rows) {
+          after = row.seq;
+          if (utf8Length(row.frame) + DSEQ_ROOM > this.#frameLimit) {
+            // Stored before this server said its limit; it would be refused on every resend.
+            this.#deleteOne(row.seq);
+            this.#countDropped(1);
+            continue;
+          }
           const frame = JSON.parse(row.frame) as Reply;
           if (!this.#o.send({ ...frame, dseq: row.seq })) return sent;
-          after = row.seq;
           sent++;
         }
         // A full chunk may have more behind it: let the event loop run before reading on.

@@ -296,3 +296,26 @@ Deno.test("Outbox drops a single reply larger than maxSize instead of emptying i
     db.close();
   }
 });
+
+Deno.test("Outbox drops replies that exceed the server's frame limit instead of resending them forever", async () => {
+  const db = openAgentDatabase(":memory:");
+  try {
+    const wire = new Wire();
+    const { outbox: box } = outbox(db, wire);
+    box.deliver(frame(1));
+    box.deliver({ ...frame(2), text: "x".repeat(500) });
+    box.deliver(frame(3));
+    wire.up = true;
+    box.limitFrames(400); // the welcome says: at most 400 bytes
+    await box.drain();
+    assert.deepEqual(wire.texts, ["1", "3"], "the oversized stored reply is dropped, not sent");
+    assert.equal(box.size, 2, "the others wait for their ack");
+    box.deliver({ ...frame(4), text: "y".repeat(500) });
+    assert.equal(box.size, 2, "a new oversized reply is not stored");
+    await box.drain();
+    assert.deepEqual(wire.texts, ["1", "3", "log:2", "1", "3"]);
+    box.close();
+  } finally {
+    db.close();
+  }
+});
