@@ -57,6 +57,9 @@ export const DEFAULT_STREAM_BYTES = 32 * 1024 * 1024;
  * and structured data. Used to bound what slow readers may hold.
  */
 export function replyWeight(reply: RelayedReply): number {
+  // The kept frame text is the reply's size already (held twice: text and decoded object).
+  const kept = (reply as RelayedWithJson)[RELAYED_JSON];
+  if (kept !== undefined) return 256 + kept.length * 4;
   let n = 256;
   if (reply.type === "output") {
     if (reply.text !== undefined) n += reply.text.length * 2;
@@ -66,8 +69,6 @@ export function replyWeight(reply: RelayedReply): number {
     if (reply.fields !== undefined) n += JSON.stringify(reply.fields).length * 2;
   } else n += JSON.stringify(reply.tags).length * 2;
   if (reply.meta !== undefined) n += 64;
-  const kept = (reply as RelayedWithJson)[RELAYED_JSON];
-  if (kept !== undefined) n += kept.length * 2;
   return n;
 }
 
