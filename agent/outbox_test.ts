@@ -66,13 +66,22 @@ function outbox(
   return { outbox: box, clock, lines };
 }
 
+/** Runs `fn` with a fresh in-memory agent database, closed afterwards. */
+async function withDb(fn: (db: DatabaseSync) => void | Promise<void>): Promise<void> {
+  const db = openAgentDatabase(":memory:");
+  try {
+    await fn(db);
+  } finally {
+    db.close();
+  }
+}
+
 function rows(db: DatabaseSync): number {
   return (db.prepare("SELECT COUNT(*) AS n FROM outbox").get() as { n: number }).n;
 }
 
-Deno.test("Outbox stores every reply, sends it with its dseq once live, and forgets it on ack", async () => {
-  const db = openAgentDatabase(":memory:");
-  try {
+Deno.test("Outbox stores every reply, sends it with its dseq once live, and forgets it on ack", () =>
+  withDb(async (db) => {
     const wire = new Wire();
     const { outbox: box } = outbox(db, wire);
     box.deliver(frame(1));
@@ -91,14 +100,10 @@ Deno.test("Outbox stores every reply, sends it with its dseq once live, and forg
     box.ack(3);
     assert.equal(box.size, 0);
     box.close();
-  } finally {
-    db.close();
-  }
-});
+  }));
 
-Deno.test("Outbox resends what the server never acknowledged after a reconnect, with the same dseq", async () => {
-  const db = openAgentDatabase(":memory:");
-  try {
+Deno.test("Outbox resends what the server never acknowledged after a reconnect, with the same dseq", () =>
+  withDb(async (db) => {
     const wire = new Wire();
     wire.up = true;
     const { outbox: box } = outbox(db, wire);
@@ -117,14 +122,10 @@ Deno.test("Outbox resends what the server never acknowledged after a reconnect, 
       "a resend keeps its dseq so the server can drop it",
     );
     box.close();
-  } finally {
-    db.close();
-  }
-});
+  }));
 
-Deno.test("Outbox drops the oldest frames past maxFrames and warns first on the next drain", async () => {
-  const db = openAgentDatabase(":memory:");
-  try {
+Deno.test("Outbox drops the oldest frames past maxFrames and warns first on the next drain", () =>
+  withDb(async (db) => {
     const wire = new Wire();
     const { outbox: box, lines } = outbox(db, wire, { maxFrames: 3 });
     for (let i = 1; i <= 10; i++) box.deliver(frame(i));
@@ -140,10 +141,7 @@ Deno.test("Outbox drops the oldest frames past maxFrames and warns first on the 
     assert.match(warning.id, /^o-/, "its own envelope id, not an operator's");
     assert.equal(box.dropped, 0);
     box.close();
-  } finally {
-    db.close();
-  }
-});
+  }));
 
 Deno.test("Outbox keeps frames, the drop count and its stream id across a restart", async () => {
   const dir = await Deno.makeTempDir();
@@ -172,9 +170,8 @@ Deno.test("Outbox keeps frames, the drop count and its stream id across a restar
   }
 });
 
-Deno.test("Outbox.drain() stops at a refused frame; the next drain starts over from the oldest", async () => {
-  const db = openAgentDatabase(":memory:");
-  try {
+Deno.test("Outbox.drain() stops at a refused frame; the next drain starts over from the oldest", () =>
+  withDb(async (db) => {
     const wire = new Wire();
     const { outbox: box } = outbox(db, wire);
     for (let i = 1; i <= 5; i++) box.deliver(frame(i));
@@ -189,14 +186,10 @@ Deno.test("Outbox.drain() stops at a refused frame; the next drain starts over f
     assert.equal(await box.drain(), 4);
     assert.deepEqual(wire.texts, ["1", "2", "3", "4", "5", "6"]);
     box.close();
-  } finally {
-    db.close();
-  }
-});
+  }));
 
-Deno.test("Outbox.drain() sends chunk by chunk; replies made meanwhile queue behind, in order", async () => {
-  const db = openAgentDatabase(":memory:");
-  try {
+Deno.test("Outbox.drain() sends chunk by chunk; replies made meanwhile queue behind, in order", () =>
+  withDb(async (db) => {
     const wire = new Wire();
     const { outbox: box, clock } = outbox(db, wire, { chunk: 2 });
     for (let i = 1; i <= 5; i++) box.deliver(frame(i));
@@ -213,14 +206,10 @@ Deno.test("Outbox.drain() sends chunk by chunk; replies made meanwhile queue beh
     assert.deepEqual(wire.texts, ["1", "2", "3", "4", "5", "6", "7"]);
     assert.deepEqual(wire.dseqs, [1, 2, 3, 4, 5, 6, 7]);
     box.close();
-  } finally {
-    db.close();
-  }
-});
+  }));
 
-Deno.test("Outbox.close() stops a drain between chunks; the rest stays stored", async () => {
-  const db = openAgentDatabase(":memory:");
-  try {
+Deno.test("Outbox.close() stops a drain between chunks; the rest stays stored", () =>
+  withDb(async (db) => {
     const wire = new Wire();
     const { outbox: box } = outbox(db, wire, { chunk: 2 });
     for (let i = 1; i <= 5; i++) box.deliver(frame(i));
@@ -231,14 +220,10 @@ Deno.test("Outbox.close() stops a drain between chunks; the rest stays stored", 
     assert.equal(rows(db), 5, "nothing is forgotten without an ack");
     box.deliver(frame(6));
     assert.equal(rows(db), 5, "closed: later replies are not stored");
-  } finally {
-    db.close();
-  }
-});
+  }));
 
-Deno.test("Outbox drops the oldest frames past maxSize characters of JSON, and tracks acks", async () => {
-  const db = openAgentDatabase(":memory:");
-  try {
+Deno.test("Outbox drops the oldest frames past maxSize characters of JSON, and tracks acks", () =>
+  withDb(async (db) => {
     const wire = new Wire();
     const size = JSON.stringify(frame(1)).length;
     const { outbox: box } = outbox(db, wire, { maxSize: size * 3 });
@@ -254,14 +239,10 @@ Deno.test("Outbox drops the oldest frames past maxSize characters of JSON, and t
     for (let i = 6; i <= 8; i++) box.deliver(frame(i));
     assert.equal(box.dropped, 0);
     box.close();
-  } finally {
-    db.close();
-  }
-});
+  }));
 
-Deno.test("Outbox.drain() on a new connection stops a drain still going and starts over", async () => {
-  const db = openAgentDatabase(":memory:");
-  try {
+Deno.test("Outbox.drain() on a new connection stops a drain still going and starts over", () =>
+  withDb(async (db) => {
     const wire = new Wire();
     const { outbox: box, clock } = outbox(db, wire, { chunk: 2 });
     for (let i = 1; i <= 5; i++) box.deliver(frame(i));
@@ -277,14 +258,10 @@ Deno.test("Outbox.drain() on a new connection stops a drain still going and star
     assert.deepEqual(wire.texts, ["1", "2", "1", "2", "3", "4", "5"]);
     assert.equal(clock.pending, 0, "no yield timer left behind");
     box.close();
-  } finally {
-    db.close();
-  }
-});
+  }));
 
-Deno.test("Outbox drops a single reply larger than maxSize instead of emptying itself", () => {
-  const db = openAgentDatabase(":memory:");
-  try {
+Deno.test("Outbox drops a single reply larger than maxSize instead of emptying itself", () =>
+  withDb((db) => {
     const wire = new Wire();
     const { outbox: box } = outbox(db, wire, { maxSize: 1000 });
     box.deliver(frame(1));
@@ -292,14 +269,10 @@ Deno.test("Outbox drops a single reply larger than maxSize instead of emptying i
     assert.equal(box.size, 1, "the earlier reply stays");
     assert.equal(box.dropped, 1);
     box.close();
-  } finally {
-    db.close();
-  }
-});
+  }));
 
-Deno.test("Outbox drops replies that exceed the server's frame limit instead of resending them forever", async () => {
-  const db = openAgentDatabase(":memory:");
-  try {
+Deno.test("Outbox drops replies that exceed the server's frame limit instead of resending them forever", () =>
+  withDb(async (db) => {
     const wire = new Wire();
     const { outbox: box } = outbox(db, wire);
     box.deliver(frame(1));
@@ -315,7 +288,4 @@ Deno.test("Outbox drops replies that exceed the server's frame limit instead of 
     await box.drain();
     assert.deepEqual(wire.texts, ["1", "3", "log:2", "1", "3"]);
     box.close();
-  } finally {
-    db.close();
-  }
-});
+  }));
