@@ -38,6 +38,9 @@ export const JOBS_FLAGS: Record<string, string[]> = {
   runs: ["limit", "timeout"],
 };
 
+/** Every flag some jobs subcommand takes. */
+export const JOBS_FLAG_NAMES: readonly string[] = [...new Set(Object.values(JOBS_FLAGS).flat())];
+
 /** The schedule named by `--every`, `--cron`/`--tz` or `--on`; exactly one is required. */
 export function scheduleFromFlags(p: Parsed): Schedule {
   const every = str(p, "every");
@@ -193,7 +196,7 @@ export async function jobsCommand(
     );
   }
   for (const [flag, value] of Object.entries(p.values)) {
-    if (value !== undefined && JOBS_ONLY.includes(flag) && !allowed.includes(flag)) {
+    if (value !== undefined && JOBS_FLAG_NAMES.includes(flag) && !allowed.includes(flag)) {
       throw new JwError("usage", `--${flag} does not apply to "client jobs ${sub}"`);
     }
   }
@@ -293,18 +296,3 @@ export async function jobsCommand(
     }
   }
 }
-
-/** Flags that only jobs subcommands use (checked against JOBS_FLAGS). */
-const JOBS_ONLY = [
-  "id",
-  "meta",
-  "meta-json",
-  "timeout",
-  "every",
-  "cron",
-  "tz",
-  "on",
-  "overlap",
-  "agent",
-  "limit",
-];

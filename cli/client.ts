@@ -10,7 +10,7 @@ import { ClientConfig, clientEnv } from "../shared/config/client.ts";
 import { ApiClient } from "./_api.ts";
 import { renderAgents, renderReply } from "./_render.ts";
 import { buildRunRequest, streamRun } from "./_run.ts";
-import { JOBS_FLAGS, JOBS_USAGE, jobsCommand } from "./_jobs.ts";
+import { JOBS_FLAG_NAMES, JOBS_USAGE, jobsCommand } from "./_jobs.ts";
 import { environment, type Parsed, parseFlags, readConfigFile, str } from "./_flags.ts";
 
 const USAGE = `Usage: jw client [connection options] <command> [options]
@@ -87,7 +87,7 @@ const PER_COMMAND: Record<string, string[]> = {
   run: ["id", "meta", "meta-json", "timeout"],
   tail: ["agent", "tag"],
   audit: ["limit", "action"],
-  jobs: [...new Set(Object.values(JOBS_FLAGS).flat())],
+  jobs: [...JOBS_FLAG_NAMES],
 };
 const CONNECTION = ["server", "user", "password", "config", "json", "help"];
 

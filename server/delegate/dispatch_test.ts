@@ -8,9 +8,9 @@ import type {
   SummaryEvent,
 } from "../../shared/protocol/mod.ts";
 import { createFixture, fakeSession, type Fixture, pinFake, testRandom } from "../_testing.ts";
-import { createDispatcher, type Run } from "./dispatch.ts";
+import { createDispatcher, type DispatcherOptions, type Run } from "./dispatch.ts";
 
-function setup() {
+function setup(over: Partial<DispatcherOptions> = {}) {
   const f = createFixture();
   const dispatcher = createDispatcher({
     registry: f.registry,
@@ -18,6 +18,7 @@ function setup() {
     audit: f.audit,
     clock: f.clock,
     random: testRandom,
+    ...over,
   });
   return { f, dispatcher };
 }
@@ -307,17 +308,9 @@ Deno.test("Dispatcher.close() finishes active runs and refuses new ones", async 
 });
 
 Deno.test("Dispatcher writes the fan-out's audit records through defer, after the sends", () => {
-  const f = createFixture();
-  using _ = f;
   const deferred: (() => void)[] = [];
-  const dispatcher = createDispatcher({
-    registry: f.registry,
-    bus: f.bus,
-    audit: f.audit,
-    clock: f.clock,
-    random: testRandom,
-    defer: (fn) => deferred.push(fn),
-  });
+  const { f, dispatcher } = setup({ defer: (fn) => deferred.push(fn) });
+  using _ = f;
   const a1 = connect(f, "a1");
   const a2 = connect(f, "a2");
   const run = dispatcher.start({ target: "all", job: { key: "exec.run" } }, "bob");

@@ -17,6 +17,17 @@ import {
 } from "../helpers/mod.ts";
 
 const ECHO = (word: string) => JSON.stringify({ cmd: "/bin/echo", args: [word] });
+/** `jw client jobs install TARGET exec.run` of `/bin/echo WORD` as job `id`, plus `flags`. */
+function installEcho(
+  server: TestServer,
+  target: string,
+  word: string,
+  id: string,
+  ...flags: string[]
+) {
+  return server.client("jobs", "install", target, "exec.run", ECHO(word), "--id", id, ...flags);
+}
+
 /** The final reply of a run of `job` (the install answer has no `run` and is not a run). */
 const isDone = (job: string) => (r: JsonLine) =>
   r.job?.id === job && r.done === true && r.run !== undefined;
@@ -83,17 +94,7 @@ Deno.test("jw client jobs install, list, runs and delete against a real agent", 
   });
 
   await t.step("installing the same id replaces the job, audited", async () => {
-    const r = await server.client(
-      "jobs",
-      "install",
-      "agent:j1",
-      "exec.run",
-      ECHO("tock"),
-      "--id",
-      "tick",
-      "--every",
-      "1s",
-    );
+    const r = await installEcho(server, "agent:j1", "tock", "tick", "--every", "1s");
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /installed job tick/);
     await tail.waitFor((x) => x.job?.id === "tick" && x.text === "tock");
@@ -167,16 +168,7 @@ Deno.test("bad job input gets a clear error and an audit entry; the agent keeps 
         "* * * * *",
       ], []]
     ) {
-      const r = await server.client(
-        "jobs",
-        "install",
-        "agent:b1",
-        "exec.run",
-        ECHO("x"),
-        "--id",
-        "x",
-        ...flags,
-      );
+      const r = await installEcho(server, "agent:b1", "x", "x", ...flags);
       assert.equal(r.code, 2, `${flags}: ${r.stderr}`);
     }
     const noId = await server.client(
@@ -250,13 +242,10 @@ Deno.test("a persistent job survives kill -9 of its agent", async () => {
   await using server = await startServer();
   await using tail = await startTail(server, "p1");
   const first = await startAgent(server, "p1");
-  const install = await server.client(
-    "jobs",
-    "install",
+  const install = await installEcho(
+    server,
     "agent:p1",
-    "exec.run",
-    ECHO("beat"),
-    "--id",
+    "beat",
     "beat",
     "--every",
     "1s",
@@ -295,13 +284,10 @@ Deno.test("on-start/connect/disconnect/stop fire once each; output made while th
   const agent = await startAgent(server, "o1", agentOptions);
   try {
     for (const on of ["start", "connect", "disconnect", "stop"]) {
-      const r = await server.client(
-        "jobs",
-        "install",
+      const r = await installEcho(
+        server,
         "agent:o1",
-        "exec.run",
-        ECHO(on),
-        "--id",
+        on,
         `on-${on}`,
         "--on",
         on,
@@ -310,17 +296,7 @@ Deno.test("on-start/connect/disconnect/stop fire once each; output made while th
       );
       assert.equal(r.code, 0, r.stderr);
     }
-    const r = await server.client(
-      "jobs",
-      "install",
-      "agent:o1",
-      "exec.run",
-      ECHO("tick"),
-      "--id",
-      "tick",
-      "--every",
-      "1s",
-    );
+    const r = await installEcho(server, "agent:o1", "tick", "tick", "--every", "1s");
     assert.equal(r.code, 0, r.stderr);
     await waitFor(isDone("tick"), 1);
 
@@ -390,17 +366,7 @@ Deno.test("a connection that goes silent is noticed, and replies sent into it ar
     serverUrl: proxy.url,
     config: { reconnect: { min: "100ms", max: "500ms" } },
   });
-  const r = await server.client(
-    "jobs",
-    "install",
-    "agent:s1",
-    "exec.run",
-    ECHO("tick"),
-    "--id",
-    "tick",
-    "--every",
-    "1s",
-  );
+  const r = await installEcho(server, "agent:s1", "tick", "tick", "--every", "1s");
   assert.equal(r.code, 0, r.stderr);
   await tail.waitFor(isDone("tick"), 1);
   const before = tail.replies.filter(isDone("tick")).length;
