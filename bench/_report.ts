@@ -133,6 +133,44 @@ export function densityTable(rows: DensityRow[]): string {
   ], body);
 }
 
+/** Memory one more agent costs, from the step between two agent counts. */
+export interface MarginalMemory {
+  from: number;
+  to: number;
+  /** RSS per added agent, bytes. */
+  jw: number;
+  floor: number;
+  ratio: number;
+}
+
+/**
+ * The slope of RSS between consecutive agent counts: what each further agent costs, without
+ * the one-time growth (JIT code, sqlite pages, allocator arenas) that the per-N figure spreads
+ * over N agents and that weighs most at the smallest N.
+ */
+export function marginalMemory(rows: DensityRow[]): MarginalMemory[] {
+  const sorted = [...rows].sort((a, b) => a.agents - b.agents);
+  const out: MarginalMemory[] = [];
+  for (let i = 1; i < sorted.length; i++) {
+    const a = sorted[i - 1];
+    const b = sorted[i];
+    const added = b.agents - a.agents;
+    if (added <= 0) continue;
+    const jw = (b.jw.rssAfter - a.jw.rssAfter) / added;
+    const floor = (b.floor.rssAfter - a.floor.rssAfter) / added;
+    out.push({ from: a.agents, to: b.agents, jw, floor, ratio: jw / floor });
+  }
+  return out;
+}
+
+/** The marginal memory table. */
+export function marginalTable(steps: MarginalMemory[]): string {
+  return table(
+    ["agents", "jw KiB/added agent", "floor KiB/added agent", "jw/floor"],
+    steps.map((m) => [`${n(m.from)} → ${n(m.to)}`, kib(m.jw), kib(m.floor), x(m.ratio)]),
+  );
+}
+
 /** The fan-out table. */
 export function fanoutTable(rows: FanoutRow[]): string {
   const body: string[][] = [];
@@ -213,12 +251,18 @@ export function verdicts(results: Results): Verdict[] {
       })`
     ).join("; ");
     const budget = worst.floor.rssPerAgent * 1.25;
+    const steps = marginalMemory(density);
+    const slope = steps.length
+      ? `; per added agent ${
+        steps.map((m) => `${n(m.from)} → ${n(m.to)}: ${x(m.ratio)}`).join(", ")
+      }`
+      : "";
     out.push({
       target: "Memory per idle authenticated agent ≤ 1.25 × the Deno WebSocket floor",
       met,
       detail: met
-        ? perN
-        : `${perN}. Worst at ${n(worst.agents)}: ${
+        ? perN + slope
+        : `${perN}${slope}. Worst at ${n(worst.agents)}: ${
           kib(worst.jw.rssPerAgent - budget)
         } KiB per agent over the 1.25× budget (${kib(budget)} KiB)`,
     });
@@ -315,7 +359,11 @@ function hotSpots(title: string, s: ProfileSummary, count = 12): string {
 /** The terminal report: tables, verdicts, profile summaries. */
 export function renderText(results: Results): string {
   const parts: string[] = [];
-  if (results.density) parts.push("Density (idle agents)\n" + densityTable(results.density));
+  if (results.density) {
+    parts.push("Density (idle agents)\n" + densityTable(results.density));
+    const steps = marginalMemory(results.density);
+    if (steps.length) parts.push("Memory per added agent\n" + marginalTable(steps));
+  }
   if (results.fanout) {
     parts.push("Fan-out (all agents, one command)\n" + fanoutTable(results.fanout));
   }
@@ -367,6 +415,16 @@ export function renderMarkdown(results: Results): string {
       densityTable(results.density),
       "",
     );
+    const steps = marginalMemory(results.density);
+    if (steps.length) {
+      lines.push(
+        "Memory per added agent (the RSS step between two agent counts, each read from a fresh " +
+          "server; one-time growth cancels out):",
+        "",
+        marginalTable(steps),
+        "",
+      );
+    }
   }
   if (results.fanout) {
     lines.push(

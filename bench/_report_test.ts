@@ -1,7 +1,15 @@
 import assert from "node:assert/strict";
 import type { DensityRow, DensitySample } from "./density.ts";
 import type { FanoutRow, FanoutSample } from "./fanout.ts";
-import { BEGIN_MARK, END_MARK, type Results, table, verdicts, writeDoc } from "./_report.ts";
+import {
+  BEGIN_MARK,
+  END_MARK,
+  marginalMemory,
+  type Results,
+  table,
+  verdicts,
+  writeDoc,
+} from "./_report.ts";
 
 function density(system: "jw" | "floor", rssPerAgent: number): DensitySample {
   return {
@@ -104,6 +112,26 @@ Deno.test("verdicts() says by how much each target is missed", () => {
   const cold = vs.get("10,000 agents connect from cold in ≤ 20 s with no failed handshake")!;
   assert.equal(cold.met, true);
   assert.equal(vs.get("Fan-out round trip: jw/NATS ≤ 1.0 at every N (p50 and p99)")!.met, false);
+});
+
+Deno.test("marginalMemory() takes the RSS step between consecutive agent counts", () => {
+  const row = (agents: number, jwMiB: number, floorMiB: number): DensityRow => {
+    const sample = (system: "jw" | "floor", mib: number) => ({
+      ...density(system, 0),
+      agents,
+      rssAfter: mib * 2 ** 20,
+    });
+    return { agents, jw: sample("jw", jwMiB), floor: sample("floor", floorMiB), rssRatio: 1 };
+  };
+  // Given out of order; 1,024 more agents cost 20 MiB (jw) and 16 MiB (floor).
+  const steps = marginalMemory([row(2048, 140, 116), row(1024, 120, 100)]);
+  assert.equal(steps.length, 1);
+  assert.equal(steps[0].from, 1024);
+  assert.equal(steps[0].to, 2048);
+  assert.equal(steps[0].jw, 20 * 1024);
+  assert.equal(steps[0].floor, 16 * 1024);
+  assert.equal(steps[0].ratio, 1.25);
+  assert.deepEqual(marginalMemory([row(1024, 120, 100)]), []);
 });
 
 Deno.test("writeDoc() replaces only the generated block", async () => {

@@ -64,6 +64,7 @@ export class AuditLog {
   readonly #db: DatabaseSync;
   readonly #clock: Clock;
   #insert?: ReturnType<DatabaseSync["prepare"]>;
+  #insertTargets?: ReturnType<DatabaseSync["prepare"]>;
 
   constructor(db: DatabaseSync, clock: Clock) {
     this.#db = db;
@@ -95,10 +96,20 @@ export class AuditLog {
     }
   }
 
+  /** The INSERT … SELECT that writes one row per target of a JSON array, prepared once. */
+  #insertTargetsStatement(): ReturnType<DatabaseSync["prepare"]> {
+    return this.#insertTargets ??= this.#db.prepare(
+      `INSERT INTO audit (ts, actor, action, target, key, args_digest, outcome, reason)
+       SELECT ?, ?, ?, json_each.value, ?, ?, ?, ? FROM json_each(?) ORDER BY json_each.key`,
+    );
+  }
+
   /**
    * Records many events in one transaction (a command fanned out to thousands of agents).
-   * Events with the same `args` object share one digest computation. Like
-   * {@link AuditLog.append}, never throws.
+   * Consecutive events that differ only in `target` (same actor, action, key, outcome, reason
+   * and the same `args` object) are written by one statement, and events with the same `args`
+   * object share one digest computation; order is kept. Like {@link AuditLog.append}, never
+   * throws.
    */
   appendMany(events: readonly AuditEvent[]): void {
     if (events.length === 0) return;
@@ -109,22 +120,44 @@ export class AuditLog {
       if (d === undefined) digests.set(args, d = digestJson(args));
       return d;
     };
+    const sameButTarget = (a: AuditEvent, b: AuditEvent) =>
+      a.actor === b.actor && a.action === b.action && a.key === b.key && a.args === b.args &&
+      a.outcome === b.outcome && a.reason === b.reason && b.target !== undefined;
     try {
-      const insert = this.#insertStatement();
       const ts = this.#clock.now();
       this.#db.exec("BEGIN");
       try {
-        for (const e of events) {
-          insert.run(
-            ts,
-            e.actor,
-            e.action,
-            e.target ?? null,
-            e.key ?? null,
-            digestOf(e.args),
-            e.outcome,
-            e.reason ?? null,
-          );
+        for (let i = 0; i < events.length;) {
+          const first = events[i];
+          let end = i + 1;
+          if (first.target !== undefined) {
+            while (end < events.length && sameButTarget(first, events[end])) end++;
+          }
+          const shared = [
+            first.key ?? null,
+            digestOf(first.args),
+            first.outcome,
+            first.reason ?? null,
+          ] as const;
+          if (end - i === 1) {
+            this.#insertStatement().run(
+              ts,
+              first.actor,
+              first.action,
+              first.target ?? null,
+              ...shared,
+            );
+          } else {
+            const targets = events.slice(i, end).map((e) => e.target);
+            this.#insertTargetsStatement().run(
+              ts,
+              first.actor,
+              first.action,
+              ...shared,
+              JSON.stringify(targets),
+            );
+          }
+          i = end;
         }
         this.#db.exec("COMMIT");
       } catch (err) {

@@ -68,3 +68,40 @@ Deno.test("AuditLog.appendMany() records every event in one go with shared diges
     db.close();
   }
 });
+
+Deno.test("AuditLog.appendMany() keeps order and fields across runs of similar events", () => {
+  const db = openDatabase(":memory:", [auditMigration]);
+  try {
+    const audit = new AuditLog(db, new FakeClock(9));
+    const args = { n: 1 };
+    const sent = { actor: "operator:op", action: "command.sent", key: "sys.ping", args };
+    audit.appendMany([
+      { ...sent, target: "a1", outcome: "ok" },
+      { ...sent, target: "a2", outcome: "ok" },
+      { ...sent, target: "a3", outcome: "error", reason: "gone" },
+      { ...sent, target: "a4", outcome: "error", reason: "gone" },
+      { ...sent, target: "a5", outcome: "ok" },
+      { ...sent, target: "a6", outcome: "ok", args: { n: 1 } },
+      { actor: "operator:op", action: "command.sent", outcome: "ok" },
+      { ...sent, target: "a7", outcome: "ok" },
+    ]);
+    const rows = audit.list().reverse();
+    assert.deepEqual(
+      rows.map((r) => [r.target, r.outcome, r.reason, r.key, r.actor, r.ts]),
+      [
+        ["a1", "ok", null, "sys.ping", "operator:op", 9],
+        ["a2", "ok", null, "sys.ping", "operator:op", 9],
+        ["a3", "error", "gone", "sys.ping", "operator:op", 9],
+        ["a4", "error", "gone", "sys.ping", "operator:op", 9],
+        ["a5", "ok", null, "sys.ping", "operator:op", 9],
+        ["a6", "ok", null, "sys.ping", "operator:op", 9],
+        [null, "ok", null, null, "operator:op", 9],
+        ["a7", "ok", null, "sys.ping", "operator:op", 9],
+      ],
+    );
+    assert.equal(new Set(rows.filter((r) => r.key).map((r) => r.argsDigest)).size, 1);
+    assert.deepEqual(rows.map((r) => r.seq), [...rows.map((r) => r.seq)].sort((a, b) => a - b));
+  } finally {
+    db.close();
+  }
+});
