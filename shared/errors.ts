@@ -54,6 +54,14 @@ export type ErrorCode =
   | "unsupported"
   /** The connection or object was closed while the operation was in flight. */
   | "closed"
+  /** A script file is malformed: no header, bad YAML, a header field that fails its schema. */
+  | "invalid_script"
+  /** A script is unsigned, or signed by a key this agent does not trust. */
+  | "untrusted"
+  /** The thing exists already with different content (a script name and version). */
+  | "conflict"
+  /** A sandboxed script went past its memory limit. */
+  | "resource_limit"
   /** A bug: something that should not happen did. */
   | "internal";
 

@@ -6,3 +6,4 @@
 export * from "./keys.ts";
 export * from "./challenge.ts";
 export * from "./digest.ts";
+export * from "./script.ts";

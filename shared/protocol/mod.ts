@@ -9,3 +9,4 @@ export * from "./common.ts";
 export * from "./agent.ts";
 export * from "./codec.ts";
 export * from "./operator.ts";
+export * from "./script.ts";
