@@ -11,6 +11,9 @@ import type {
   RelayedReply,
   RunEvent,
   RunRequest,
+  ScriptDeleted,
+  ScriptInfo,
+  ScriptUploaded,
 } from "../shared/protocol/operator.ts";
 
 /** Where and as whom to connect. */
@@ -80,6 +83,41 @@ export class ApiClient {
     );
     const res = await this.#fetch(`/v1/stream?${qs}`, { signal });
     return ndjson<RelayedReply>(res);
+  }
+
+  /** `POST /v1/scripts`: stores a signed script on the server. */
+  async uploadScript(text: string): Promise<ScriptUploaded> {
+    const res = await this.#fetch("/v1/scripts", {
+      method: "POST",
+      headers: { "content-type": "application/javascript; charset=utf-8" },
+      body: text,
+    });
+    return await res.json();
+  }
+
+  /** `GET /v1/scripts`: every stored script version, by name then version. */
+  async scripts(): Promise<ScriptInfo[]> {
+    const res = await this.#fetch("/v1/scripts");
+    return (await res.json()).scripts;
+  }
+
+  /** `GET /v1/scripts/NAME[?version=V]` (the newest version by default): its info and text. */
+  async script(name: string, version?: number): Promise<{ script: ScriptInfo; text: string }> {
+    const qs = version === undefined ? "" : `?version=${version}`;
+    const res = await this.#fetch(`/v1/scripts/${encodeURIComponent(name)}${qs}`);
+    return await res.json();
+  }
+
+  /**
+   * `DELETE /v1/scripts/NAME[?version=V]`: removes it (every version by default) from the
+   * server and sends `script.delete` to connected agents.
+   */
+  async deleteScript(name: string, version?: number): Promise<ScriptDeleted> {
+    const qs = version === undefined ? "" : `?version=${version}`;
+    const res = await this.#fetch(`/v1/scripts/${encodeURIComponent(name)}${qs}`, {
+      method: "DELETE",
+    });
+    return await res.json();
   }
 
   async #fetch(path: string, init: RequestInit = {}): Promise<Response> {

@@ -116,6 +116,42 @@ export interface AuditRecord {
   reason: string | null;
 }
 
+/** A script stored on a server, as served by `/v1/scripts` (the text is served separately). */
+export interface ScriptInfo {
+  name: string;
+  version: number;
+  description?: string;
+  /** `sha256:` + hex of the whole signed file. */
+  sha256: string;
+  /** Key id of the signing key. */
+  signer: string;
+  signedAt?: string;
+  /** The header's permissions, defaults applied. */
+  permissions: { run: string[]; read: string[]; write: string[]; net: string[] };
+  /** Size of the file in bytes. */
+  size: number;
+  /** Operator who uploaded it. */
+  uploadedBy: string;
+  /** Upload time, ms since the epoch. */
+  uploadedAt: number;
+}
+
+/** The answer to `POST /v1/scripts`. */
+export interface ScriptUploaded {
+  script: ScriptInfo;
+  /** False when the same name, version and content was already stored. */
+  created: boolean;
+}
+
+/** The answer to `DELETE /v1/scripts/NAME`. */
+export interface ScriptDeleted {
+  name: string;
+  /** Versions removed from this server. */
+  versions: number[];
+  /** The run that sent `script.delete` to the connected agents, and its outcomes by agent. */
+  run: { id: string; agents: Record<string, AgentOutcome> };
+}
+
 /** HTTP status for an error code, used by the server edge and nowhere else. */
 export function httpStatusFor(code: string): number {
   switch (code) {
@@ -124,16 +160,20 @@ export function httpStatusFor(code: string): number {
     case "invalid_message":
     case "invalid_args":
     case "unknown_type":
+    case "invalid_script":
+    case "bad_signature":
       return 400;
     case "unauthorized":
       return 401;
     case "forbidden":
+    case "untrusted":
       return 403;
     case "not_found":
       return 404;
     case "frame_too_large":
       return 413;
     case "not_connected":
+    case "conflict":
       return 409;
     case "timeout":
       return 504;
