@@ -39,9 +39,11 @@ function signingInput(script: ParsedScript): Uint8Array {
 
 /**
  * Signs a script: returns its text with `signer`, `signedAt` and `signature` set at the end of
- * the header (replacing earlier values of those three top-level fields); every other byte
- * stays as it was.
- * @throws JwError `invalid_script` when the script does not parse.
+ * the header (replacing earlier values of those three top-level fields, with any indented
+ * lines that continue them); every other byte stays as it was.
+ * @throws JwError `invalid_script` when the script does not parse, or when its header is
+ *   written so that replacing those fields line by line would change anything else (a flow
+ *   mapping `{...}`, a quoted `"signer":` key).
  */
 export async function signScript(
   text: string,
@@ -49,13 +51,17 @@ export async function signScript(
   now: Date = new Date(),
 ): Promise<string> {
   const parsed = parseScript(text);
-  const kept = parsed.headerYaml.split("\n").filter((line) =>
-    !SIGNED_FIELDS.some((f) => line.startsWith(`${f}:`))
-  ).join("\n").replace(/\n*$/, "\n");
+  const rest = withoutSignedFields(parsed.headerYaml);
+  const kept = rest.endsWith("\n") ? rest : rest + "\n";
   const withSigner = `${kept}signer: ${JSON.stringify(key.kid)}\nsignedAt: ${
     JSON.stringify(now.toISOString())
   }\n`;
-  const unsigned = parseScript(rebuild(withSigner, parsed.body));
+  let unsigned: ParsedScript;
+  try {
+    unsigned = parseScript(rebuild(withSigner, parsed.body));
+  } catch (err) {
+    throw cannotSign(err);
+  }
   const jws = await new jose.CompactSign(signingInput(unsigned))
     .setProtectedHeader({
       alg: "EdDSA",
@@ -70,8 +76,48 @@ export async function signScript(
     parsed.body,
   );
   // The result must parse, and say the same as the input apart from the three fields.
-  parseScript(signed);
+  const check = parseScript(signed);
+  const expected = {
+    ...withoutKeys(parsed.rawHeader),
+    signer: key.kid,
+    signedAt: now.toISOString(),
+    signature: `${protectedPart}..${signaturePart}`,
+  };
+  if (check.body !== parsed.body || canonicalJson(check.rawHeader) !== canonicalJson(expected)) {
+    throw cannotSign();
+  }
   return signed;
+}
+
+function cannotSign(cause?: unknown): JwError {
+  return new JwError(
+    "invalid_script",
+    "cannot sign this header: write it as block YAML with one top-level field per line " +
+      "(signer, signedAt and signature are replaced line by line)" +
+      (cause instanceof Error ? ` (${cause.message})` : ""),
+    { cause },
+  );
+}
+
+/**
+ * The header's lines without the top-level `signer`, `signedAt` and `signature` fields,
+ * including the indented lines that continue one of them (a block scalar or a wrapped value).
+ */
+function withoutSignedFields(headerYaml: string): string {
+  const out: string[] = [];
+  let dropping = false;
+  for (const line of headerYaml.split("\n")) {
+    if (dropping && /^[ \t]/.test(line)) continue;
+    dropping = SIGNED_FIELDS.some((f) => line.startsWith(`${f}:`));
+    if (!dropping) out.push(line);
+  }
+  return out.join("\n");
+}
+
+function withoutKeys(header: Record<string, unknown>): Record<string, unknown> {
+  const rest = { ...header };
+  for (const f of SIGNED_FIELDS) delete rest[f];
+  return rest;
 }
 
 function rebuild(headerYaml: string, body: string): string {

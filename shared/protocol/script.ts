@@ -113,7 +113,11 @@ export interface ParsedScript {
 }
 
 const OPEN = "/*---\n";
-const CLOSE = /^---\*\/[ \t]*(?:\n|$)/m;
+/**
+ * The closing line. Only `\n` ends a line (no `m` flag: JavaScript's multiline `^` and `$`
+ * also match at `\r`, U+2028 and U+2029, which the format does not treat as line ends).
+ */
+const CLOSE = /(?:^|\n)---\*\/[ \t]*(?:\n|$)/;
 
 /** `sha256:` + hex of the UTF-8 bytes of `text`. */
 export function sha256Text(text: string): string {
@@ -122,8 +126,9 @@ export function sha256Text(text: string): string {
 
 /**
  * Splits and checks a script file.
- * @throws JwError `invalid_script` naming what is wrong: no header, bad YAML, a field that
- *   fails its schema, or a file over {@link MAX_SCRIPT_BYTES}.
+ * @throws JwError `invalid_script` naming what is wrong: no header, bad YAML (also aliases,
+ *   duplicate keys, unknown tags), `*\/` inside the header, a field that fails its schema, or
+ *   a file over {@link MAX_SCRIPT_BYTES}.
  */
 export function parseScript(text: string): ParsedScript {
   const size = new TextEncoder().encode(text).length;
@@ -145,17 +150,17 @@ export function parseScript(text: string): ParsedScript {
   if (!close) {
     throw new JwError("invalid_script", 'the script header has no closing "---*/" line');
   }
-  const headerYaml = rest.slice(0, close.index);
+  // The header keeps its last newline; a match at index 0 (an empty header) has none.
+  const headerEnd = close[0].startsWith("\n") ? close.index + 1 : close.index;
+  const headerYaml = rest.slice(0, headerEnd);
   const body = rest.slice(close.index + close[0].length);
-  let raw: unknown;
-  try {
-    raw = YAML.parse(headerYaml, { uniqueKeys: true, maxAliasCount: 0 });
-  } catch (err) {
+  if (headerYaml.includes("*/")) {
     throw new JwError(
       "invalid_script",
-      `script header is not valid YAML: ${(err as Error).message.split("\n")[0]}`,
+      'the script header must not contain "*/": it would end the comment early',
     );
   }
+  const raw = parseHeaderYaml(headerYaml);
   if (!raw || typeof raw !== "object" || Array.isArray(raw)) {
     throw new JwError("invalid_script", "script header must be a YAML mapping (name: ...)");
   }
@@ -171,4 +176,26 @@ export function parseScript(text: string): ParsedScript {
     body,
     sha256: sha256Text(text),
   };
+}
+
+/**
+ * Parses the header's YAML: one document, unique keys, no aliases, and no warnings (an
+ * unknown tag such as `!foo` is an error here rather than a line on stderr).
+ */
+function parseHeaderYaml(headerYaml: string): unknown {
+  const bad = (message: string) =>
+    new JwError("invalid_script", `script header is not valid YAML: ${message.split("\n")[0]}`);
+  let doc: YAML.Document.Parsed;
+  try {
+    doc = YAML.parseDocument(headerYaml, { uniqueKeys: true });
+  } catch (err) {
+    throw bad((err as Error).message);
+  }
+  const problem = doc.errors[0] ?? doc.warnings[0];
+  if (problem) throw bad(problem.message);
+  try {
+    return doc.toJS({ maxAliasCount: 0 });
+  } catch (err) {
+    throw bad((err as Error).message);
+  }
 }

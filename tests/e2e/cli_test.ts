@@ -23,10 +23,10 @@ Deno.test("jw prints help and refuses unknown commands with exit code 2", async 
     assert.equal(r.code, 2);
     assert.match(r.stderr, /unknown command "launch"/);
   });
-  await t.step("sign says it is not available", async () => {
+  await t.step("sign without a key is a usage error", async () => {
     const r = await runJw(["sign", "x.js"]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /unsupported: script signing is not available/);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /--key/);
   });
 });
 
