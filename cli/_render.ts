@@ -1,5 +1,5 @@
 /**
- * Human-readable rendering of replies, run summaries and agent lists.
+ * Human-readable rendering of replies, run summaries, agent lists and stored scripts.
  *
  * @module
  */
@@ -7,6 +7,7 @@ import type {
   AgentInfo,
   AgentOutcome,
   RelayedReply,
+  ScriptInfo,
   SummaryEvent,
 } from "../shared/protocol/operator.ts";
 import { formatDuration } from "../shared/units.ts";
@@ -97,4 +98,77 @@ export function renderAgents(agents: AgentInfo[], now = Date.now()): string {
       Object.entries(a.tags).map(([k, v]) => `${k}=${v}`).join(",") || "-",
     ]),
   );
+}
+
+/** One line for how an agent's part of a run ended: `[a1] ok`, `[a2] error code: message`. */
+export function renderOutcome(agent: string, o: AgentOutcome): string {
+  if (succeeded(o)) return `[${agent}] ok`;
+  const parts: string[] = [o.status];
+  if (o.exitCode !== undefined && o.exitCode !== null && o.exitCode !== 0) {
+    parts.push(`exit ${o.exitCode}`);
+  }
+  const why = o.error
+    ? `: ${o.error.code === o.status ? "" : `${o.error.code}: `}${o.error.message}`
+    : "";
+  return `[${agent}] ${parts.join(" ")}${why}`;
+}
+
+/** `1536` → `1.5 KiB`. */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB"];
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${value < 10 ? value.toFixed(1) : Math.round(value)} ${units[unit]}`;
+}
+
+/** A script's permissions in a few words: `read=2 net=1`, or `none`. */
+export function summarisePermissions(p: ScriptInfo["permissions"]): string {
+  const parts = (["run", "read", "write", "net"] as const)
+    .filter((k) => p[k].length > 0)
+    .map((k) => `${k}=${p[k].length}`);
+  return parts.length ? parts.join(" ") : "none";
+}
+
+/** An ISO time without milliseconds, or `-`. */
+function isoSeconds(value: number | string | undefined): string {
+  if (value === undefined) return "-";
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? String(value) : d.toISOString().replace(/\.\d+Z$/, "Z");
+}
+
+/** Length of the signer key id shown in tables (enough to tell keys apart by eye). */
+const SHORT_SIGNER = 12;
+
+/** A table of stored scripts. */
+export function renderScripts(scripts: ScriptInfo[]): string {
+  return renderTable(
+    ["NAME", "VERSION", "SIGNER", "SIGNED AT", "SIZE", "PERMISSIONS", "UPLOADED"],
+    scripts.map((s) => [
+      s.name,
+      String(s.version),
+      s.signer.length > SHORT_SIGNER ? `${s.signer.slice(0, SHORT_SIGNER)}…` : s.signer,
+      isoSeconds(s.signedAt),
+      formatBytes(s.size),
+      summarisePermissions(s.permissions),
+      `${s.uploadedBy} at ${isoSeconds(s.uploadedAt)}`,
+    ]),
+  );
+}
+
+/** A few lines describing one stored script (what `scripts show` prints before the file). */
+export function renderScriptInfo(s: ScriptInfo): string {
+  const lines = [`${s.name} version ${s.version} (${formatBytes(s.size)}, ${s.sha256})`];
+  if (s.description !== undefined) lines.push(`  ${s.description}`);
+  lines.push(`signed by ${s.signer} at ${isoSeconds(s.signedAt)}`);
+  const perms = (["run", "read", "write", "net"] as const)
+    .filter((k) => s.permissions[k].length > 0)
+    .map((k) => `${k}: ${s.permissions[k].join(", ")}`);
+  lines.push(`permissions: ${perms.length ? perms.join("; ") : "none"}`);
+  lines.push(`uploaded by ${s.uploadedBy} at ${isoSeconds(s.uploadedAt)}`);
+  return lines.join("\n");
 }

@@ -1,6 +1,6 @@
 /**
  * `jw client` — the operator's command line: list agents, run commands, follow output,
- * read the audit log.
+ * manage stored scripts, read the audit log.
  *
  * @module
  */
@@ -11,6 +11,7 @@ import { ApiClient } from "./_api.ts";
 import { renderAgents, renderReply } from "./_render.ts";
 import { buildRunRequest, streamRun } from "./_run.ts";
 import { JOBS_FLAG_NAMES, JOBS_USAGE, jobsCommand } from "./_jobs.ts";
+import { SCRIPTS_FLAG_NAMES, SCRIPTS_USAGE, scriptsCommand } from "./_scripts.ts";
 import { environment, type Parsed, parseFlags, readConfigFile, str } from "./_flags.ts";
 
 const USAGE = `Usage: jw client [connection options] <command> [options]
@@ -19,6 +20,7 @@ Commands:
   agents                          list agents: id, connected, server, last seen, tags
   run TARGET KEY [ARGS_JSON]      run a command and stream the replies
   jobs install|list|delete|runs   persistent and scheduled jobs (see below)
+  scripts list|show|delete|push   signed scripts stored on the server (see below)
   tail                            follow live output of all agents
   audit                           show the server's audit log, newest first
 
@@ -31,8 +33,8 @@ Connection options (also in the config file or JW_* variables):
   --user NAME         operator name, default admin                 (JW_USER)
   --password PASS     password; prefer JW_PASSWORD (flags show in ps)
   --config FILE       YAML or JSON config file                     (JW_CONFIG)
-  --json              machine output: agents as one JSON array; run and tail as one
-                      JSON object per line
+  --json              machine output: agents and scripts list as one JSON array; run,
+                      tail and scripts push as one JSON object per line
 
 run options:
   --id JOBID          job id (default: the agent makes one up)
@@ -57,9 +59,15 @@ jobs options:
   --on EVENT          run on agent start, connect, disconnect or stop
   --overlap POLICY    skip (default: no new run while one is going) or allow
 
-Exit codes (run, jobs): 0 every targeted agent finished without error and with exit code 0;
-1 any agent reported an error or a non-zero exit, did not answer in time, or none matched;
-2 usage error.`;
+${SCRIPTS_USAGE}
+
+scripts options:
+  --version N         a script version (show, delete, push); default: the newest for show
+                      and push, every version for delete
+
+Exit codes (run, jobs, scripts push): 0 every targeted agent finished without error and with
+exit code 0; 1 any agent reported an error or a non-zero exit, did not answer in time, or none
+matched; 2 usage error. scripts delete exits 1 when a connected agent did not confirm.`;
 
 const OPTIONS = {
   server: { type: "string" },
@@ -80,6 +88,7 @@ const OPTIONS = {
   tz: { type: "string" },
   on: { type: "string" },
   overlap: { type: "string" },
+  version: { type: "string" },
 } as const;
 
 const PER_COMMAND: Record<string, string[]> = {
@@ -88,6 +97,7 @@ const PER_COMMAND: Record<string, string[]> = {
   tail: ["agent", "tag"],
   audit: ["limit", "action"],
   jobs: [...JOBS_FLAG_NAMES],
+  scripts: [...SCRIPTS_FLAG_NAMES],
 };
 const CONNECTION = ["server", "user", "password", "config", "json", "help"];
 
@@ -99,12 +109,14 @@ export async function clientCommand(argv: string[]): Promise<number> {
     console.log(USAGE);
     return 0;
   }
-  if (!sub) throw new JwError("usage", "missing command: agents, run, jobs, tail or audit");
+  if (!sub) {
+    throw new JwError("usage", "missing command: agents, run, jobs, scripts, tail or audit");
+  }
   const allowed = PER_COMMAND[sub];
   if (!allowed) {
     throw new JwError(
       "usage",
-      `unknown client command "${sub}": use agents, run, jobs, tail or audit`,
+      `unknown client command "${sub}": use agents, run, jobs, scripts, tail or audit`,
     );
   }
   for (const [flag, value] of Object.entries(p.values)) {
@@ -129,6 +141,8 @@ export async function clientCommand(argv: string[]): Promise<number> {
       return await tailCommand(api, p, args, json);
     case "jobs":
       return await jobsCommand(api, p, args, json);
+    case "scripts":
+      return await scriptsCommand(api, p, args, json);
     default:
       return await auditCommand(api, p, args, json);
   }

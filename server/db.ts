@@ -1,10 +1,12 @@
 /**
- * The server's sqlite schema: the shared audit table plus the `agents` table that pins
- * each agent's public key and remembers what was last known about it.
+ * The server's sqlite schema: the shared audit table, the `agents` table that pins each
+ * agent's public key and remembers what was last known about it, and the `scripts` table of
+ * uploaded signed scripts (server/scripts/store.ts).
  *
  * @module
  */
 import { auditMigration, type Migration } from "../shared/db/mod.ts";
+import { scriptsMigration } from "./scripts/store.ts";
 
 /**
  * Creates `agents`: one row per agent id ever authenticated. `public_key` (a JWK as JSON)
@@ -46,4 +48,5 @@ export const serverMigrations: readonly Migration[] = [
   auditMigration,
   agentsMigration,
   deliveryMigration,
+  scriptsMigration,
 ];

@@ -1,7 +1,7 @@
 /**
- * `startServer`: wires the database, agent handshake and registry, reply bus, dispatcher
- * and HTTP app together and serves them with `Deno.serve`. This is the Deno adapter of the
- * server; the parts it wires take a Clock and Random and never touch `Deno.*`.
+ * `startServer`: wires the database, agent handshake and registry, reply bus, dispatcher,
+ * script store and HTTP app together and serves them with `Deno.serve`. This is the Deno
+ * adapter of the server; the parts it wires take a Clock and Random and never touch `Deno.*`.
  *
  * @module
  */
@@ -21,6 +21,8 @@ import { createReplyBus } from "./delegate/bus.ts";
 import { createDispatcher } from "./delegate/dispatch.ts";
 import { createApp } from "./http/app.ts";
 import { createDenoAgentSockets } from "./http/deno_agent_socket.ts";
+import { createScriptExpander } from "./scripts/expand.ts";
+import { createScriptStore } from "./scripts/store.ts";
 
 /** Seams for tests; each defaults to the real thing. */
 export interface ServerDeps {
@@ -157,6 +159,7 @@ class Server implements JwServer {
       random,
     });
     const bus = createReplyBus({ logger: logger.child("bus") });
+    const scripts = createScriptStore(db, clock);
     const dispatcher = createDispatcher({
       // The only place the server's core gets a real timer: after the sends, audit on the
       // next turn (see DispatcherOptions.defer).
@@ -172,6 +175,8 @@ class Server implements JwServer {
       clock,
       random,
       logger: logger.child("dispatch"),
+      // `script.register {name, version?}` goes out with the stored file filled in.
+      expand: createScriptExpander(scripts),
     });
     const gateway = createAgentGateway({
       serverId: id,
@@ -199,6 +204,7 @@ class Server implements JwServer {
       bus,
       audit: this.audit,
       acceptAgent: sockets.accept,
+      scripts,
       logger: logger.child("http"),
     });
 

@@ -16,10 +16,12 @@ import {
   type Command,
   describeIssues,
   encodeFrame,
+  type JobSpec,
   parseTarget,
   type RelayedReply,
   type RunEvent,
   RunRequest,
+  type SummaryEvent,
   type Target,
 } from "../../shared/protocol/mod.ts";
 import type { Registry } from "../agents/registry.ts";
@@ -54,8 +56,10 @@ export interface Dispatcher {
   /**
    * Validates `body` as a `RunRequest` and starts the run on behalf of `operator`.
    * Sends are synchronous: when this returns, every command frame has been handed over.
-   * @throws JwError `invalid_message` (schema; message names the path) or `usage` (target),
-   * audited as `command.denied`.
+   * The server's own runs (e.g. fanning out a deletion) go through here too, on behalf of
+   * the operator who asked, and are audited the same way.
+   * @throws JwError `invalid_message` (schema; message names the path), `usage` (target), or
+   * whatever {@link DispatcherOptions.expand} throws; each audited as `command.denied`.
    */
   start(body: unknown, operator: string): Run;
   /**
@@ -86,6 +90,12 @@ export interface DispatcherOptions {
    * transaction of thousands of rows runs. Default: at once (synchronously).
    */
   defer?: (fn: () => void) => void;
+  /**
+   * Rewrites a validated job before it is sent (e.g. fills in data the server holds), or
+   * throws a JwError to refuse the run. The audit records keep the args the operator sent.
+   * Called synchronously once per run. Default: the job as given.
+   */
+  expand?: (job: JobSpec) => JobSpec;
 }
 
 type Parsed = ReturnType<typeof RunRequest.parse>;
@@ -215,6 +225,7 @@ class DispatcherImpl implements Dispatcher {
     const actor = `operator:${operator}`;
     if (this.#closed) throw new JwError("closed", "server is shutting down");
     const { request, target } = this.#validate(body, actor);
+    const job = this.#expand(request.job, body, actor);
     const { registry, bus, audit, clock, random } = this.#options;
     const id = randomId(random);
     const agents = registry.resolve(target);
@@ -250,7 +261,7 @@ class DispatcherImpl implements Dispatcher {
     }
     for (const agentId of agents) run.expect(agentId);
 
-    const frame: Command = { v: 1, id, type: "command", job: request.job };
+    const frame: Command = { v: 1, id, type: "command", job };
     if (request.meta !== undefined) frame.meta = request.meta;
     // One encoding and one audit transaction for the whole fan-out.
     const encoded = encodeFrame(frame);
@@ -296,20 +307,33 @@ class DispatcherImpl implements Dispatcher {
     this.#unwatch();
   }
 
+  /** Audits `command.denied` for the request `body` and throws `err`. */
+  #deny(body: unknown, actor: string, err: JwError): never {
+    const raw = body && typeof body === "object" ? body as Record<string, unknown> : {};
+    const job = raw.job && typeof raw.job === "object" ? raw.job as Record<string, unknown> : {};
+    this.#options.audit.append({
+      actor,
+      action: "command.denied",
+      target: typeof raw.target === "string" ? raw.target.slice(0, 256) : undefined,
+      key: typeof job.key === "string" ? job.key.slice(0, 128) : undefined,
+      outcome: "denied",
+      reason: `${err.code}: ${err.message}`,
+    });
+    throw err;
+  }
+
+  #expand(job: JobSpec, body: unknown, actor: string): JobSpec {
+    const expand = this.#options.expand;
+    if (!expand) return job;
+    try {
+      return expand(job);
+    } catch (err) {
+      return this.#deny(body, actor, toJwError(err));
+    }
+  }
+
   #validate(body: unknown, actor: string): { request: Parsed; target: Target } {
-    const deny = (err: JwError): never => {
-      const raw = body && typeof body === "object" ? body as Record<string, unknown> : {};
-      const job = raw.job && typeof raw.job === "object" ? raw.job as Record<string, unknown> : {};
-      this.#options.audit.append({
-        actor,
-        action: "command.denied",
-        target: typeof raw.target === "string" ? raw.target.slice(0, 256) : undefined,
-        key: typeof job.key === "string" ? job.key.slice(0, 128) : undefined,
-        outcome: "denied",
-        reason: `${err.code}: ${err.message}`,
-      });
-      throw err;
-    };
+    const deny = (err: JwError): never => this.#deny(body, actor, err);
     const parsed = RunRequest.safeParse(body);
     if (!parsed.success) {
       return deny(
@@ -322,6 +346,18 @@ class DispatcherImpl implements Dispatcher {
       return deny(toJwError(err));
     }
   }
+}
+
+/**
+ * Reads `run` to its end, dropping the replies, and resolves to its summary: how a run the
+ * server started for itself (not streamed to anyone) ended on each agent.
+ * @throws JwError `closed` when the run was closed before its summary.
+ */
+export async function runSummary(run: Run): Promise<SummaryEvent> {
+  for await (const event of run) {
+    if (event.type === "summary") return event;
+  }
+  throw new JwError("closed", `run ${run.id} ended without a summary`);
 }
 
 /** Creates a {@link Dispatcher}. */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { isJwError } from "../../shared/errors.ts";
+import { isJwError, JwError } from "../../shared/errors.ts";
 import type {
   Command,
   Output,
@@ -8,7 +8,7 @@ import type {
   SummaryEvent,
 } from "../../shared/protocol/mod.ts";
 import { createFixture, fakeSession, type Fixture, pinFake, testRandom } from "../_testing.ts";
-import { createDispatcher, type DispatcherOptions, type Run } from "./dispatch.ts";
+import { createDispatcher, type DispatcherOptions, type Run, runSummary } from "./dispatch.ts";
 
 function setup(over: Partial<DispatcherOptions> = {}) {
   const f = createFixture();
@@ -323,4 +323,93 @@ Deno.test("Dispatcher writes the fan-out's audit records through defer, after th
     "a2",
   ]);
   run.close();
+});
+
+Deno.test("Dispatcher expand rewrites the sent job; the audit digest covers the operator's args", () => {
+  const seen: unknown[] = [];
+  const { f, dispatcher } = setup({
+    expand: (job) => {
+      seen.push(job);
+      return job.key === "script.register"
+        ? { ...job, args: { ...job.args, script: "TEXT" } }
+        : job;
+    },
+  });
+  using _ = f;
+  const a1 = connect(f, "a1");
+  const run = dispatcher.start(
+    { target: "all", job: { key: "script.register", args: { name: "s" } } },
+    "bob",
+  );
+  assert.deepEqual(seen, [{ key: "script.register", args: { name: "s" } }]);
+  const cmd = commandOf(a1.sent);
+  assert.deepEqual(cmd.job, { key: "script.register", args: { name: "s", script: "TEXT" } });
+
+  const plain = createDispatcher({
+    registry: f.registry,
+    bus: f.bus,
+    audit: f.audit,
+    clock: f.clock,
+    random: testRandom,
+  });
+  const other = connect(f, "a2");
+  const control = plain.start(
+    { target: "agent:a2", job: { key: "script.register", args: { name: "s" } } },
+    "bob",
+  );
+  assert.deepEqual(commandOf(other.sent).job.args, { name: "s" }, "no hook: sent as given");
+  const digests = f.audit.list({ action: "command.sent" }).map((e) => e.argsDigest);
+  assert.equal(digests.length, 2);
+  assert.equal(digests[0], digests[1], "same digest with and without expansion");
+  run.close();
+  control.close();
+  plain.close();
+});
+
+Deno.test("Dispatcher expand refusing a job denies the run and sends nothing", () => {
+  const { f, dispatcher } = setup({
+    expand: () => {
+      throw new JwError("not_found", 'no script "s" on this server');
+    },
+  });
+  using _ = f;
+  const a1 = connect(f, "a1");
+  assert.throws(
+    () =>
+      dispatcher.start(
+        { target: "all", job: { key: "script.register", args: { name: "s" } } },
+        "bob",
+      ),
+    (e) => isJwError(e, "not_found"),
+  );
+  assert.equal(a1.sent.length, 0);
+  assert.equal(dispatcher.active, 0);
+  assert.equal(f.bus.subscribers, 0);
+  assert.equal(f.clock.pending, 0);
+  const [denied] = f.audit.list({ action: "command.denied" });
+  assert.deepEqual(
+    [denied.actor, denied.target, denied.key, denied.outcome, denied.reason],
+    ["operator:bob", "all", "script.register", "denied", 'not_found: no script "s" on this server'],
+  );
+  assert.equal(f.audit.list({ action: "command.sent" }).length, 0);
+});
+
+Deno.test("runSummary() drains a run to its summary, or throws closed when it is closed", async () => {
+  const { f, dispatcher } = setup();
+  using _ = f;
+  const a1 = connect(f, "a1");
+  const run = dispatcher.start({ target: "all", job: { key: "exec.run" } }, "bob");
+  const cmd = commandOf(a1.sent);
+  reply(f, "a1", cmd, { text: "dropped" });
+  reply(f, "a1", cmd, { seq: 1, done: true, error: null });
+  const summary = await runSummary(run);
+  assert.deepEqual(summary, {
+    type: "summary",
+    id: run.id,
+    agents: { a1: { status: "ok", error: null } },
+  });
+
+  const closed = dispatcher.start({ target: "all", job: { key: "exec.run" } }, "bob");
+  closed.close();
+  await assert.rejects(runSummary(closed), (e) => isJwError(e, "closed"));
 });

@@ -4,6 +4,8 @@
  * - `GET /healthz` (no auth) → `{ok, id, version, agents}`
  * - `GET /v1/agent` → agent WebSocket (no operator auth: the handshake authenticates)
  * - `GET /v1/agents`, `POST /v1/run`, `GET /v1/stream`, `GET /v1/audit` (HTTP basic auth)
+ * - `POST /v1/scripts`, `GET /v1/scripts`, `GET /v1/scripts/NAME[?version=N]`,
+ *   `DELETE /v1/scripts/NAME[?version=N]` (HTTP basic auth): stored signed scripts
  *
  * Errors leave as `{error: {code, message}}` with `httpStatusFor(code)`; this file is the
  * only place that turns a {@link JwError} into an HTTP response.
@@ -14,17 +16,37 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import type { AuditLog } from "../../shared/db/mod.ts";
-import { isJwError, JwError } from "../../shared/errors.ts";
+import { verifySelfSigned } from "../../shared/crypto/script.ts";
+import { isJwError, JwError, toJwError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { silentLogger } from "../../shared/log.ts";
-import { httpStatusFor, Id, JW_VERSION, type RelayedReply } from "../../shared/protocol/mod.ts";
+import {
+  httpStatusFor,
+  Id,
+  JW_VERSION,
+  MAX_SCRIPT_BYTES,
+  parseScript,
+  type RelayedReply,
+  ScriptName,
+} from "../../shared/protocol/mod.ts";
+import type { ScriptDeleted } from "../../shared/protocol/operator.ts";
 import type { Registry } from "../agents/registry.ts";
 import { type AuthEnv, type BasicUser, createBasicAuth } from "../auth/basic.ts";
 import { relayedJson, type ReplyBus, type ReplyFilter } from "../delegate/bus.ts";
-import type { Dispatcher } from "../delegate/dispatch.ts";
+import { type Dispatcher, runSummary } from "../delegate/dispatch.ts";
+import type { ScriptStore } from "../scripts/store.ts";
 
 /** Largest accepted `POST /v1/run` body, bytes. */
 export const MAX_RUN_BODY_BYTES = 1024 * 1024;
+
+/**
+ * Largest accepted `POST /v1/scripts` body, bytes: the script size limit plus a little, so a
+ * script just over the limit gets the script parser's clearer message.
+ */
+export const MAX_SCRIPT_BODY_BYTES = MAX_SCRIPT_BYTES + 4096;
+
+/** How long `DELETE /v1/scripts/NAME` waits by default for agents to answer `script.delete`. */
+export const SCRIPT_DELETE_TIMEOUT_MS = 10_000;
 
 /** Upgrades a request to an agent WebSocket and returns the 101 response. */
 export type AcceptAgent = (request: Request, address: string) => Response;
@@ -40,6 +62,13 @@ export interface AppOptions {
   audit: AuditLog;
   /** The runtime's WebSocket upgrade for `GET /v1/agent`. */
   acceptAgent: AcceptAgent;
+  /** Stored signed scripts (`/v1/scripts`). */
+  scripts: ScriptStore;
+  /**
+   * How long `DELETE /v1/scripts/NAME` waits for the connected agents to answer the
+   * `script.delete` it sends them, ms. Default {@link SCRIPT_DELETE_TIMEOUT_MS}.
+   */
+  scriptDeleteTimeoutMs?: number;
   logger?: Logger;
 }
 
@@ -119,12 +148,43 @@ function parseLimit(text: string | undefined): number | undefined {
   return n;
 }
 
+/** A script name from a path segment. @throws JwError `usage`. */
+function parseScriptName(text: string): string {
+  if (!ScriptName.safeParse(text).success) {
+    throw new JwError(
+      "usage",
+      `bad script name ${
+        JSON.stringify(text.slice(0, 64))
+      }: use 1-64 of a-z 0-9 . _ - starting with a letter or digit`,
+    );
+  }
+  return text;
+}
+
+/** The `version` query parameter, if given. @throws JwError `usage`. */
+function parseScriptVersion(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d{1,10}$/.test(text) || n < 1 || n > 2 ** 31 - 1) {
+    throw new JwError(
+      "usage",
+      `bad version ${JSON.stringify(text.slice(0, 32))}: use a positive whole number`,
+    );
+  }
+  return n;
+}
+
+/** Audit outcome of a refused upload: a signature problem is a denial, the rest errors. */
+function uploadOutcome(code: string): "denied" | "error" {
+  return code === "untrusted" || code === "bad_signature" ? "denied" : "error";
+}
+
 /**
  * Builds the app. Handlers never throw past `onError`; a client that disconnects from a
  * stream has its subscription (or run) closed.
  */
 export function createApp(options: AppOptions): Hono<AuthEnv> {
-  const { registry, dispatcher, bus, audit } = options;
+  const { registry, dispatcher, bus, audit, scripts } = options;
   const logger = options.logger ?? silentLogger;
   const app = new Hono<AuthEnv>();
 
@@ -196,6 +256,99 @@ export function createApp(options: AppOptions): Hono<AuthEnv> {
     const limit = parseLimit(c.req.query("limit"));
     const action = c.req.query("action") || undefined;
     return c.json({ entries: audit.list({ limit, action }) });
+  });
+
+  app.post(
+    "/v1/scripts",
+    bodyLimit({
+      maxSize: MAX_SCRIPT_BODY_BYTES,
+      onError: (c) => {
+        const err = new JwError(
+          "frame_too_large",
+          `script upload exceeds ${MAX_SCRIPT_BODY_BYTES} bytes (scripts may be at most ${MAX_SCRIPT_BYTES})`,
+        );
+        audit.append({
+          actor: `operator:${c.get("operator")}`,
+          action: "script.upload",
+          outcome: "error",
+          reason: `${err.code}: ${err.message}`,
+        });
+        throw err;
+      },
+    }),
+    async (c) => {
+      const operator = c.get("operator");
+      const actor = `operator:${operator}`;
+      const text = await c.req.text();
+      let target: string | undefined;
+      try {
+        const parsed = parseScript(text);
+        target = `${parsed.header.name}@${parsed.header.version}`;
+        const verified = await verifySelfSigned(parsed);
+        const uploaded = scripts.put(verified, operator);
+        const { name, version, sha256, signer } = uploaded.script;
+        audit.append({
+          actor,
+          action: "script.upload",
+          target,
+          args: { name, version, sha256, signer },
+          outcome: "ok",
+          reason: uploaded.created ? undefined : "already stored with the same content",
+        });
+        return c.json(uploaded, uploaded.created ? 201 : 200);
+      } catch (err) {
+        const e = toJwError(err);
+        audit.append({
+          actor,
+          action: "script.upload",
+          target,
+          outcome: uploadOutcome(e.code),
+          reason: `${e.code}: ${e.message}`,
+        });
+        throw e;
+      }
+    },
+  );
+
+  app.get("/v1/scripts", (c) => c.json({ scripts: scripts.list() }));
+
+  app.get("/v1/scripts/:name", (c) => {
+    const name = parseScriptName(c.req.param("name"));
+    return c.json(scripts.get(name, parseScriptVersion(c.req.query("version"))));
+  });
+
+  app.delete("/v1/scripts/:name", async (c) => {
+    const operator = c.get("operator");
+    const actor = `operator:${operator}`;
+    const name = parseScriptName(c.req.param("name"));
+    const version = parseScriptVersion(c.req.query("version"));
+    const target = version === undefined ? name : `${name}@${version}`;
+    const args = version === undefined ? { name } : { name, version };
+    let versions: number[];
+    try {
+      versions = scripts.delete(name, version);
+    } catch (err) {
+      const e = toJwError(err);
+      audit.append({
+        actor,
+        action: "script.delete",
+        target,
+        args,
+        outcome: "error",
+        reason: `${e.code}: ${e.message}`,
+      });
+      throw e;
+    }
+    audit.append({ actor, action: "script.delete", target, args, outcome: "ok" });
+    // Agents keep their own copies: tell every connected one, like an operator command.
+    const run = dispatcher.start({
+      target: "all",
+      job: { key: "script.delete", args },
+      timeoutMs: options.scriptDeleteTimeoutMs ?? SCRIPT_DELETE_TIMEOUT_MS,
+    }, operator);
+    const summary = await runSummary(run);
+    const body: ScriptDeleted = { name, versions, run: { id: run.id, agents: summary.agents } };
+    return c.json(body);
   });
 
   return app;

@@ -1,8 +1,18 @@
 import assert from "node:assert/strict";
 import bcrypt from "bcryptjs";
-import { JW_VERSION, type RunEvent, type ServerFrame } from "../../shared/protocol/mod.ts";
+import { generateKeyPair, signScript } from "../../shared/crypto/mod.ts";
+import {
+  JW_VERSION,
+  MAX_SCRIPT_BYTES,
+  type RunEvent,
+  type ScriptDeleted,
+  type ScriptInfo,
+  type ScriptUploaded,
+  type ServerFrame,
+} from "../../shared/protocol/mod.ts";
 import { createFixture, fakeSession, type Fixture, pinFake, testRandom } from "../_testing.ts";
 import { createDispatcher } from "../delegate/dispatch.ts";
+import { createScriptExpander, createScriptStore } from "../scripts/mod.ts";
 import { createApp } from "./app.ts";
 
 const AUTH = "Basic " + btoa("alice:secret");
@@ -10,12 +20,14 @@ const USERS = [{ name: "alice", bcrypt: bcrypt.hashSync("secret", 4) }];
 
 function setup() {
   const f = createFixture("srv-t");
+  const scripts = createScriptStore(f.db, f.clock);
   const dispatcher = createDispatcher({
     registry: f.registry,
     bus: f.bus,
     audit: f.audit,
     clock: f.clock,
     random: testRandom,
+    expand: createScriptExpander(scripts),
   });
   const upgrades: string[] = [];
   const app = createApp({
@@ -29,10 +41,12 @@ function setup() {
       upgrades.push(address);
       return new Response(null, { status: 200, headers: { "x-upgraded": "yes" } });
     },
+    scripts,
+    scriptDeleteTimeoutMs: 2_000,
   });
   const request = (path: string, init: RequestInit = {}) =>
     app.request(path, init, { remoteAddress: "198.51.100.7:1234" });
-  return { f, app, request, upgrades, dispatcher };
+  return { f, app, request, upgrades, dispatcher, scripts };
 }
 
 /** Connects a fake agent that answers every command with one text line and a done output. */
@@ -264,4 +278,272 @@ Deno.test("unknown routes answer 404 JSON", async () => {
   const authed = await request("/v1/nope", { headers: { authorization: AUTH } });
   assert.equal(authed.status, 404);
   assert.equal((await authed.json()).error.code, "not_found");
+});
+
+const SCRIPT_KEY = await generateKeyPair();
+
+/** A signed script; `body` varies the content. */
+function signedScript(name: string, version: number, body = "emit({ ok: true });\n") {
+  return signScript(`/*---\nname: ${name}\nversion: ${version}\n---*/\n${body}`, SCRIPT_KEY);
+}
+
+/** POST /v1/scripts with `text` as the body. */
+function upload(request: ReturnType<typeof setup>["request"], text: string, auth = AUTH) {
+  return request("/v1/scripts", {
+    method: "POST",
+    headers: { authorization: auth, "content-type": "application/javascript" },
+    body: text,
+  });
+}
+
+Deno.test("POST /v1/scripts stores a signed script: 201, then 200 for the same content", async () => {
+  const { f, request } = setup();
+  using _ = f;
+  const text = await signedScript("disk-report", 3);
+  const res = await upload(request, text);
+  assert.equal(res.status, 201);
+  const body = await res.json() as ScriptUploaded;
+  assert.equal(body.created, true);
+  assert.equal(body.script.name, "disk-report");
+  assert.equal(body.script.version, 3);
+  assert.equal(body.script.signer, SCRIPT_KEY.kid);
+  assert.equal(body.script.uploadedBy, "alice");
+  assert.equal(body.script.size, text.length);
+  assert.match(body.script.sha256, /^sha256:[0-9a-f]{64}$/);
+
+  const again = await upload(request, text);
+  assert.equal(again.status, 200);
+  assert.deepEqual(await again.json(), { script: body.script, created: false });
+
+  const audits = f.audit.list({ action: "script.upload" });
+  assert.deepEqual(audits.map((e) => [e.actor, e.target, e.outcome]), [
+    ["operator:alice", "disk-report@3", "ok"],
+    ["operator:alice", "disk-report@3", "ok"],
+  ]);
+  assert.match(audits[0].argsDigest ?? "", /^sha256:/);
+});
+
+Deno.test("POST /v1/scripts refuses bad uploads with their status and audits each", async (t) => {
+  const { f, request, scripts } = setup();
+  using _ = f;
+  const stored = await signedScript("taken", 1);
+  assert.equal((await upload(request, stored)).status, 201);
+  const signed = await signedScript("tampered", 1);
+  const cases = [
+    {
+      name: "unsigned",
+      text: "/*---\nname: plain\nversion: 1\n---*/\nemit({});\n",
+      status: 403,
+      code: "untrusted",
+      outcome: "denied",
+      target: "plain@1",
+    },
+    {
+      name: "changed after signing",
+      text: signed.replace("ok: true", "ok: false"),
+      status: 400,
+      code: "bad_signature",
+      outcome: "denied",
+      target: "tampered@1",
+    },
+    {
+      name: "not a script",
+      text: "console.log('no header');\n",
+      status: 400,
+      code: "invalid_script",
+      outcome: "error",
+      target: null,
+    },
+    {
+      name: "same version, other content",
+      text: await signedScript("taken", 1, "emit({ changed: true });\n"),
+      status: 409,
+      code: "conflict",
+      outcome: "error",
+      target: "taken@1",
+    },
+    {
+      name: "over the body limit",
+      text: "x".repeat(MAX_SCRIPT_BYTES + 8192),
+      status: 413,
+      code: "frame_too_large",
+      outcome: "error",
+      target: null,
+    },
+  ];
+  for (const c of cases) {
+    await t.step(c.name, async () => {
+      const res = await upload(request, c.text);
+      assert.equal(res.status, c.status);
+      const { error } = await res.json();
+      assert.equal(error.code, c.code, error.message);
+      const [entry] = f.audit.list({ action: "script.upload", limit: 1 });
+      assert.equal(entry.outcome, c.outcome);
+      assert.equal(entry.target, c.target);
+      assert.ok(entry.reason?.startsWith(`${c.code}: `), entry.reason ?? "no reason");
+    });
+  }
+  await t.step("without credentials: 401 and nothing stored", async () => {
+    const res = await upload(request, await signedScript("sneaky", 1), "Basic " + btoa("x:y"));
+    assert.equal(res.status, 401);
+    await res.body?.cancel();
+  });
+  assert.deepEqual(scripts.list().map((s) => `${s.name}@${s.version}`), ["taken@1"]);
+  assert.match(scripts.get("taken").text, /ok: true/, "the conflicting upload changed nothing");
+});
+
+Deno.test("GET /v1/scripts lists; GET /v1/scripts/NAME gives info and text", async () => {
+  const { f, request } = setup();
+  using _ = f;
+  const v1 = await signedScript("a", 1);
+  const v2 = await signedScript("a", 2, "emit({ v: 2 });\n");
+  await upload(request, v1);
+  await upload(request, v2);
+  await upload(request, await signedScript("b", 1));
+  const get = (path: string) => request(path, { headers: { authorization: AUTH } });
+
+  const list = await (await get("/v1/scripts")).json() as { scripts: ScriptInfo[] };
+  assert.deepEqual(list.scripts.map((s) => [s.name, s.version]), [["a", 1], ["a", 2], ["b", 1]]);
+
+  const newest = await (await get("/v1/scripts/a")).json();
+  assert.equal(newest.script.version, 2);
+  assert.equal(newest.text, v2);
+  const first = await (await get("/v1/scripts/a?version=1")).json();
+  assert.equal(first.text, v1);
+
+  for (
+    const [path, status, code] of [
+      ["/v1/scripts/a?version=3", 404, "not_found"],
+      ["/v1/scripts/nope", 404, "not_found"],
+      ["/v1/scripts/a?version=0", 400, "usage"],
+      ["/v1/scripts/a?version=x", 400, "usage"],
+      ["/v1/scripts/Bad_Name", 400, "usage"],
+    ] as const
+  ) {
+    const res = await get(path);
+    assert.equal(res.status, status, path);
+    assert.equal((await res.json()).error.code, code, path);
+  }
+  const anonymous = await request("/v1/scripts");
+  assert.equal(anonymous.status, 401);
+  await anonymous.body?.cancel();
+});
+
+Deno.test("DELETE /v1/scripts/NAME removes it, audits, and sends script.delete to every agent", async () => {
+  const { f, request, scripts } = setup();
+  using _ = f;
+  await upload(request, await signedScript("a", 1));
+  await upload(request, await signedScript("a", 2));
+  await upload(request, await signedScript("b", 1));
+  const a1 = echoAgent(f, "a1");
+  const a2 = echoAgent(f, "a2");
+  const del = (path: string) =>
+    request(path, { method: "DELETE", headers: { authorization: AUTH } });
+
+  const one = await del("/v1/scripts/a?version=1");
+  assert.equal(one.status, 200);
+  const body = await one.json() as ScriptDeleted;
+  assert.equal(body.name, "a");
+  assert.deepEqual(body.versions, [1]);
+  assert.deepEqual(Object.keys(body.run.agents).sort(), ["a1", "a2"]);
+  assert.ok(Object.values(body.run.agents).every((o) => o.status === "ok"));
+  for (const agent of [a1, a2]) {
+    const cmd = agent.sent.find((fr) => fr.type === "command");
+    assert.ok(cmd?.type === "command");
+    assert.equal(cmd.id, body.run.id);
+    assert.deepEqual(cmd.job, { key: "script.delete", args: { name: "a", version: 1 } });
+  }
+
+  const all = await (await del("/v1/scripts/a")).json() as ScriptDeleted;
+  assert.deepEqual(all.versions, [2]);
+  assert.deepEqual(scripts.list().map((s) => s.name), ["b"]);
+
+  const gone = await del("/v1/scripts/a");
+  assert.equal(gone.status, 404);
+  assert.equal((await gone.json()).error.code, "not_found");
+  const bad = await del("/v1/scripts/a?version=-1");
+  assert.equal(bad.status, 400);
+  await bad.body?.cancel();
+
+  const audits = f.audit.list({ action: "script.delete" });
+  assert.deepEqual(audits.map((e) => [e.target, e.outcome]), [
+    ["a", "error"],
+    ["a", "ok"],
+    ["a@1", "ok"],
+  ]);
+  assert.match(audits[0].reason ?? "", /^not_found: /);
+  const sent = f.audit.list({ action: "command.sent" }).filter((e) => e.key === "script.delete");
+  assert.equal(sent.length, 4, "two runs to two agents, audited like operator commands");
+  assert.ok(sent.every((e) => e.actor === "operator:alice" && e.outcome === "ok"));
+});
+
+Deno.test("DELETE /v1/scripts/NAME reports agents that do not answer in time", async () => {
+  const { f, request, dispatcher } = setup();
+  using _ = f;
+  await upload(request, await signedScript("a", 1));
+  pinFake(f.store, "quiet");
+  const quiet = fakeSession("quiet");
+  const commanded = Promise.withResolvers<void>();
+  const sendEncoded = quiet.session.sendEncoded;
+  quiet.session.sendEncoded = (text: string) => {
+    sendEncoded(text);
+    commanded.resolve();
+  };
+  f.registry.attach(quiet.session);
+
+  const pending = request("/v1/scripts/a", { method: "DELETE", headers: { authorization: AUTH } });
+  await commanded.promise;
+  assert.equal(dispatcher.active, 1);
+  await f.clock.advance(2_000);
+  const body = await (await pending).json() as ScriptDeleted;
+  assert.deepEqual(body.versions, [1]);
+  assert.equal(body.run.agents.quiet.status, "timeout");
+  assert.equal(dispatcher.active, 0);
+});
+
+Deno.test("DELETE /v1/scripts/NAME with no agents connected still removes it", async () => {
+  const { f, request, scripts } = setup();
+  using _ = f;
+  await upload(request, await signedScript("a", 1));
+  const res = await request("/v1/scripts/a", {
+    method: "DELETE",
+    headers: { authorization: AUTH },
+  });
+  assert.equal(res.status, 200);
+  const body = await res.json() as ScriptDeleted;
+  assert.deepEqual(body.versions, [1]);
+  assert.deepEqual(body.run.agents, {});
+  assert.deepEqual(scripts.list(), []);
+});
+
+Deno.test("POST /v1/run of script.register by name sends the stored file; an unknown name is 404", async () => {
+  const { f, request } = setup();
+  using _ = f;
+  const text = await signedScript("a", 4);
+  await upload(request, text);
+  const agent = echoAgent(f, "a1");
+  const run = (args: Record<string, unknown>) =>
+    request("/v1/run", {
+      method: "POST",
+      headers: { authorization: AUTH },
+      body: JSON.stringify({ target: "all", job: { key: "script.register", args } }),
+    });
+
+  const ok = await run({ name: "a" });
+  assert.equal(ok.status, 200);
+  const events = lines(await ok.text());
+  assert.equal(events.at(-1)?.type, "summary");
+  const cmd = agent.sent.find((fr) => fr.type === "command");
+  assert.ok(cmd?.type === "command");
+  assert.deepEqual(cmd.job.args, { name: "a", script: text });
+
+  const missing = await run({ name: "a", version: 5 });
+  assert.equal(missing.status, 404);
+  const { error } = await missing.json();
+  assert.equal(error.code, "not_found");
+  assert.match(error.message, /"a" version 5/);
+  const [denied] = f.audit.list({ action: "command.denied" });
+  assert.equal(denied.key, "script.register");
+  assert.match(denied.reason ?? "", /^not_found: /);
+  assert.equal(agent.sent.filter((fr) => fr.type === "command").length, 1, "nothing more sent");
 });
