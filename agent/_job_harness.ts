@@ -15,7 +15,13 @@ import { createCommandAcl, withAcl } from "./acl.ts";
 import { openAgentDatabase } from "./db.ts";
 import { type CommandExecutor, createWhitelistExecutor } from "./executor.ts";
 import { createJobRunner, createJobStore, type JobRunner } from "./jobs/mod.ts";
-import { type Command, createRegistry, registerBuiltins } from "./payload/mod.ts";
+import {
+  type Command,
+  createRegistry,
+  registerBuiltins,
+  type ScriptCommandOptions,
+} from "./payload/mod.ts";
+import { createScriptStore } from "./scripts/mod.ts";
 
 /** Options for {@link jobHarness}. */
 export interface JobHarnessOptions {
@@ -39,6 +45,11 @@ export interface JobHarnessOptions {
   commands?: Command[];
   /** onStop bound. Default 5000 ms. */
   stopTimeoutMs?: number;
+  /**
+   * Register the `script.*` commands with these settings (the store, registry and audit log
+   * are the harness's own).
+   */
+  scripts?: Pick<ScriptCommandOptions, "trusted" | "policy" | "sandbox"> & { memoryMb?: number };
   /** Call `runner.start()` right away. Default true. */
   start?: boolean;
   /** The runner's `maxJobs` (`jobs.max`). Default the runner's. */
@@ -83,9 +94,10 @@ export function jobHarness(options: JobHarnessOptions): JobHarness {
   const frames: Reply[] = [];
   const tagChanges: Record<string, string | null>[] = [];
   const keepRuns = options.keepRuns ?? 20;
+  const commands = withAcl(registry, createCommandAcl(options.allowCommands ?? ["*"]));
   const runner = createJobRunner({
     agentId: "a1",
-    registry: withAcl(registry, createCommandAcl(options.allowCommands ?? ["*"])),
+    registry: commands,
     executor: createWhitelistExecutor(options.executor, options.allowRun ?? []),
     fs,
     store: createJobStore(db, keepRuns, silentLogger),
@@ -103,6 +115,14 @@ export function jobHarness(options: JobHarnessOptions): JobHarness {
   registerBuiltins(registry, {
     exec: { defaultTimeoutMs: options.execTimeoutMs ?? 10_000, allowEnv: options.allowEnv },
     jobs: runner,
+    scripts: options.scripts && {
+      agentId: "a1",
+      store: createScriptStore(db),
+      registry: commands,
+      audit,
+      memoryMb: 64,
+      ...options.scripts,
+    },
   });
   for (const command of options.commands ?? []) registry.register(command);
   if (options.start ?? true) runner.start();

@@ -20,6 +20,8 @@ import { createCommandAcl, withAcl } from "./acl.ts";
 import { createJobRunner, createJobStore } from "./jobs/mod.ts";
 import { createOutbox } from "./outbox.ts";
 import { createRegistry, registerBuiltins } from "./payload/mod.ts";
+import { createScriptStore, loadTrustedSigners } from "./scripts/mod.ts";
+import { runSandboxed, type SandboxResult, type SandboxRun } from "../shared/sandbox/mod.ts";
 import type { Transport } from "./transport.ts";
 
 /** Seams for tests; each defaults to the real thing. */
@@ -41,6 +43,8 @@ export interface AgentDeps {
   fs?: Fs;
   /** How long `close()` waits for onStop jobs before killing them. Default 5000 ms. */
   stopTimeoutMs?: number;
+  /** Runs a script. Default `runSandboxed` (a child process and a Worker). */
+  sandbox?: (run: SandboxRun) => Promise<SandboxResult>;
 }
 
 /** A running agent. */
@@ -78,6 +82,8 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
   const logger = deps.logger ?? createLogger(`agent:${config.id}`, { level: config.logLevel });
   const startedAt = clock.now();
 
+  const trusted = await loadTrustedSigners(fs, config.trust.signers);
+  const allowRun = [...new Set([...config.allowRun, ...config.policy.run])];
   const identity = await loadIdentity(fs, config.data);
   const { keyPair } = identity;
   if (identity.created) {
@@ -89,7 +95,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     const audit = new AuditLog(db, clock);
     const executor = createWhitelistExecutor(
       deps.executor ?? createDenoExecutor({ clock }),
-      config.allowRun,
+      allowRun,
       logger.child("exec"),
     );
     const registry = createRegistry();
@@ -103,9 +109,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       random,
       logger: logger.child("outbox"),
     });
+    const commands = withAcl(registry, createCommandAcl(config.allowCommands));
     const runner = createJobRunner({
       agentId: config.id,
-      registry: withAcl(registry, createCommandAcl(config.allowCommands)),
+      registry: commands,
       executor,
       fs,
       store: createJobStore(db, config.jobs.keepRuns, logger),
@@ -128,6 +135,16 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     registerBuiltins(registry, {
       exec: { defaultTimeoutMs: config.execTimeout, allowEnv: config.allowEnv },
       jobs: runner,
+      scripts: {
+        agentId: config.id,
+        store: createScriptStore(db),
+        trusted,
+        policy: { ...config.policy, run: allowRun },
+        memoryMb: Math.floor(config.scripts.memory / 2 ** 20),
+        registry: commands,
+        audit,
+        sandbox: deps.sandbox ?? runSandboxed,
+      },
     });
     const connection = startConnection({
       agentId: config.id,
@@ -173,7 +190,11 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         logger.info("stopped");
       })();
 
-    logger.info("started", { kid: keyPair.kid, server: config.server });
+    logger.info("started", {
+      kid: keyPair.kid,
+      server: config.server,
+      ...(trusted.kids.length ? { trustedSigners: trusted.kids } : {}),
+    });
     return {
       id: config.id,
       kid: keyPair.kid,

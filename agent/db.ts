@@ -1,6 +1,7 @@
 /**
  * The agent's sqlite database, DATA/agent.db: the audit log, persistent jobs and their run
- * history (`jobs`, `runs`), and the outbox of replies made while disconnected.
+ * history (`jobs`, `runs`), the outbox of replies made while disconnected, and registered
+ * scripts (`scripts`).
  *
  * @module
  */
@@ -14,12 +15,14 @@ import {
 } from "../shared/db/mod.ts";
 import { jobsMigration } from "./jobs/store.ts";
 import { outboxMigration } from "./outbox.ts";
+import { scriptsMigration } from "./scripts/store.ts";
 
 /** The agent's migrations, in order. Append only. */
 export const agentMigrations: readonly Migration[] = [
   auditMigration,
   jobsMigration,
   outboxMigration,
+  scriptsMigration,
 ];
 
 /** The database file name inside the data directory. */

@@ -26,8 +26,14 @@ Options (each also settable in the config file, or as JW_* in the environment):
   --id ID              agent id, unique in the fleet (required)   (JW_ID)
   --server URL         any server of the cluster (required)       (JW_SERVER)
   --data DIR           data directory, default ./jw-data/agent     (JW_DATA)
-  --allow-run PATH     absolute path of a program exec.run may start;
-                       repeatable; nothing is allowed by default   (JW_ALLOW_RUN, comma-separated)
+  --allow-run PATH     absolute path of a program exec.run (and scripts, through it) may
+                       start; repeatable; nothing by default       (JW_ALLOW_RUN, comma-separated)
+  --allow-read PATH    file or directory signed scripts may be granted to read;
+                       repeatable; nothing by default              (JW_ALLOW_READ)
+  --allow-write PATH   ...to write; repeatable                      (JW_ALLOW_WRITE)
+  --allow-net HOST[:PORT]  host signed scripts may be granted to reach; repeatable (JW_ALLOW_NET)
+  --trust-signer FILE  public key (JWK, from jw sign keygen) whose signed scripts this
+                       agent accepts; repeatable; none by default  (JW_TRUST_SIGNERS)
   --allow-env NAME     environment variable exec.run callers may set; repeatable;
                        programs otherwise get only PATH, LANG, HOME (JW_ALLOW_ENV)
   --allow-command KEY  command key this agent accepts: "exec.run", "job.*" or "*";
@@ -48,6 +54,12 @@ Config file only (defaults shown):
   outbox:
     maxFrames: 10000      unacknowledged replies kept; oldest dropped beyond it
     maxSize: 64MiB        ...and at most this much of their JSON
+  policy:                 the same lists as --allow-run/-read/-write/-net
+    run: []  read: []  write: []  net: []
+  trust:
+    signers: []           the same list as --trust-signer
+  scripts:
+    memory: 64MiB         heap limit of one script run (at least 16MiB)
 
 SIGINT or SIGTERM stops it cleanly.`;
 
@@ -59,6 +71,10 @@ const OPTIONS = {
   "allow-run": { type: "string", multiple: true },
   "allow-command": { type: "string", multiple: true },
   "allow-env": { type: "string", multiple: true },
+  "allow-read": { type: "string", multiple: true },
+  "allow-write": { type: "string", multiple: true },
+  "allow-net": { type: "string", multiple: true },
+  "trust-signer": { type: "string", multiple: true },
   tag: { type: "string", multiple: true },
   "log-level": { type: "string" },
 } as const;
@@ -81,6 +97,10 @@ export async function agentCommand(argv: string[]): Promise<number> {
       allowRun: list(p, "allow-run"),
       allowCommands: list(p, "allow-command"),
       allowEnv: list(p, "allow-env"),
+      "policy.read": list(p, "allow-read"),
+      "policy.write": list(p, "allow-write"),
+      "policy.net": list(p, "allow-net"),
+      "trust.signers": list(p, "trust-signer"),
       tags: keyValues(list(p, "tag"), "tag"),
       logLevel: str(p, "log-level"),
     },

@@ -62,6 +62,8 @@ export type ErrorCode =
   | "conflict"
   /** A sandboxed script went past its memory limit. */
   | "resource_limit"
+  /** A sandboxed script threw an uncaught exception (or does not parse, or exited non-zero). */
+  | "script_failed"
   /** A bug: something that should not happen did. */
   | "internal";
 

@@ -15,3 +15,11 @@ export {
   JobListArgs,
   JobRunsArgs,
 } from "./job.ts";
+export {
+  createScriptCommands,
+  type ScriptCommandOptions,
+  ScriptDeleteArgs,
+  ScriptListArgs,
+  ScriptRegisterArgs,
+  ScriptRunArgs,
+} from "./script.ts";

@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { Id, Tags } from "../protocol/common.ts";
+import { AbsolutePath, NetPermission } from "../protocol/script.ts";
 import { Duration, LogLevelSetting, ServerUrl, Size } from "./types.ts";
 import type { EnvBinding } from "./load.ts";
 
@@ -36,6 +37,36 @@ export const AgentConfig = z.object({
       'must be a command key, "category.*" or "*"',
     ),
   ).default(["*"]),
+  /**
+   * The most a signed script may be granted; a script whose header asks for more is refused
+   * before it starts. `run` is merged with `allowRun` (one whitelist for `exec.run` and for
+   * scripts); `read`/`write` entries cover everything below a directory; `net` entries are
+   * `host` (any port) or `host:port`. Default: nothing.
+   */
+  policy: z.object({
+    run: z.array(AbsolutePath).default([]),
+    read: z.array(AbsolutePath).default([]),
+    write: z.array(AbsolutePath).default([]),
+    net: z.array(NetPermission).default([]),
+  }).strict().prefault({}),
+  /** Who may sign scripts for this agent. */
+  trust: z.object({
+    /**
+     * Files holding trusted signers' Ed25519 public JWKs (`jw sign keygen` writes FILE.pub).
+     * Default [] (no script can be registered).
+     */
+    signers: z.array(z.string().min(1)).default([]),
+  }).strict().prefault({}),
+  /** Script runs. */
+  scripts: z.object({
+    /** Heap limit of one script run; a script going past it is stopped. Default "64MiB". */
+    memory: Size.pipe(
+      z.number().min(16 * 2 ** 20, "must be at least 16MiB").max(
+        16 * 2 ** 30,
+        "may be at most 16GiB",
+      ),
+    ).prefault("64MiB"),
+  }).strict().prefault({}),
   /** Tags sent in `hello`. Default {}. */
   tags: Tags.default({}),
   /** Largest frame accepted from the server. Default "1MiB". */
@@ -88,6 +119,10 @@ export const agentEnv: Record<string, EnvBinding> = {
   JW_ALLOW_RUN: { path: "allowRun", kind: "list" },
   JW_ALLOW_COMMANDS: { path: "allowCommands", kind: "list" },
   JW_ALLOW_ENV: { path: "allowEnv", kind: "list" },
+  JW_ALLOW_READ: { path: "policy.read", kind: "list" },
+  JW_ALLOW_WRITE: { path: "policy.write", kind: "list" },
+  JW_ALLOW_NET: { path: "policy.net", kind: "list" },
+  JW_TRUST_SIGNERS: { path: "trust.signers", kind: "list" },
   JW_TAGS: { path: "tags", kind: "json" },
   JW_LOG_LEVEL: { path: "logLevel" },
 };
