@@ -39,7 +39,7 @@ list of trusted signers. A script starts with a YAML header inside a comment:
   name: disk-report
   version: 3
   permissions:
-    read: [/proc/mounts]
+    read: [/var/log/app]
   timeout: 30s
   ---*/
   emit({ ok: true });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { FakeClock } from "../../shared/clock.ts";
 import { generateKeyPair } from "../../shared/crypto/keys.ts";
 import { signScript } from "../../shared/crypto/script.ts";
 import type { Output, Reply } from "../../shared/protocol/mod.ts";
@@ -53,9 +54,10 @@ function fakeSandbox(play: Play) {
   return { runs, sandbox };
 }
 
-function harness(play: Play = () => {}) {
+function harness(play: Play = () => {}, clock?: FakeClock) {
   const fake = fakeSandbox(play);
   const h = jobHarness({
+    clock,
     executor: createDenoExecutor(),
     allowRun: ["/bin/echo", "/bin/true"],
     scripts: { trusted, policy, sandbox: fake.sandbox },
@@ -310,4 +312,40 @@ Deno.test("script.delete removes every version, or one; an unknown name is not a
   });
   assert.deepEqual(await h.call("script.delete", { name: "report" }), { deleted: 0, versions: [] });
   assert.equal(h.audit.list({ action: "script.delete" }).length, 3);
+});
+
+/** Lets the event loop turn (signature checks finish in WebCrypto) until `cond` holds. */
+async function turnsUntil(cond: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    if (cond()) return;
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  throw new Error(`still waiting for ${what}`);
+}
+
+Deno.test("a job runs a script on its schedule, with the job's meta on every run", async () => {
+  const clock = new FakeClock(Date.UTC(2026, 0, 1));
+  await using h = harness((run) => {
+    run.host.emit({ tick: (run.globals.job as { run: string }).run });
+  }, clock);
+  await h.call("script.register", { script: await signScript(source(), signer) });
+  const installed = await h.run({
+    id: "env-j",
+    job: {
+      id: "disk",
+      key: "script.run",
+      args: { name: "report" },
+      schedule: { trigger: "interval", every: "10m" },
+    },
+    meta: { team: "ops" },
+  });
+  assert.equal(done(installed).error, null);
+  for (let n = 1; n <= 3; n++) {
+    await clock.advance(10 * 60_000);
+    await turnsUntil(() => h.doneRuns("disk").length === n, `run ${n}`);
+  }
+  const runs = h.doneRuns("disk");
+  assert.ok(runs.every((r) => r.error === null && (r.meta as { team: string }).team === "ops"));
+  assert.equal(h.runs.length, 3);
+  assert.equal(new Set(h.runs.map((r) => (r.globals.job as { run: string }).run)).size, 3);
 });

@@ -7,7 +7,7 @@
  * name: disk-report
  * version: 3
  * permissions:
- *   read: [/proc/mounts]
+ *   read: [/var/log/app]
  * timeout: 30s
  * ---*\/
  * emit({ ok: true });

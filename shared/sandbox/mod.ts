@@ -7,7 +7,7 @@
  * const result = await runSandboxed({
  *   name: "disk-report",
  *   source: 'const r = await exec.run({ cmd: "/usr/bin/df", args: ["-P"] }); emit({ r });',
- *   permissions: { read: ["/proc/mounts"], write: [], net: [] },
+ *   permissions: { read: ["/var/log/app"], write: [], net: [] },
  *   timeoutMs: 30_000,
  *   commands: ["exec.run"],
  *   globals: { args: {}, meta: {}, job: { id: "j1" } },
