@@ -65,6 +65,12 @@ export interface LiveAgent {
 /** Called when an agent id loses its live connection (not when it is replaced). */
 export type DisconnectListener = (agentId: string) => void;
 
+/** What happened to an agent: it connected, disconnected, or its tags changed. */
+export type AgentChange = "connected" | "disconnected" | "tags";
+
+/** Called after an agent's connection or tags change. */
+export type ChangeListener = (agentId: string, change: AgentChange) => void;
+
 /**
  * The set of live agents. Synchronous; at most one live connection per agent id.
  */
@@ -99,6 +105,11 @@ export interface Registry {
   readonly connected: number;
   /** Subscribes to disconnects; returns the unsubscribe function. */
   onDisconnect(listener: DisconnectListener): () => void;
+  /**
+   * Subscribes to connects, disconnects and tag changes (a replaced connection reports one
+   * `connected`); returns the unsubscribe function.
+   */
+  onChange(listener: ChangeListener): () => void;
   /** Closes and detaches every live agent. */
   closeAll(code: number, reason: string): void;
 }
@@ -149,6 +160,7 @@ class RegistryImpl implements Registry {
   readonly #logger: Logger;
   readonly #live = new Map<string, Live>();
   readonly #listeners = new Set<DisconnectListener>();
+  readonly #changeListeners = new Set<ChangeListener>();
   /** Agents heard from since the last write of last-seen times. */
   readonly #dirty = new Set<Live>();
   #lastFlush: number;
@@ -181,7 +193,18 @@ class RegistryImpl implements Registry {
       tags,
       at: now,
     });
+    this.#changed(session.agentId, "connected");
     return agent;
+  }
+
+  #changed(agentId: string, change: AgentChange): void {
+    for (const listener of [...this.#changeListeners]) {
+      try {
+        listener(agentId, change);
+      } catch (err) {
+        this.#logger.error("agent change listener failed", { error: String(err) });
+      }
+    }
   }
 
   detach(agent: LiveAgent): void {
@@ -196,6 +219,7 @@ class RegistryImpl implements Registry {
         this.#logger.error("disconnect listener failed", { error: String(err) });
       }
     }
+    this.#changed(agent.id, "disconnected");
   }
 
   touch(agent: LiveAgent): void {
@@ -229,7 +253,10 @@ class RegistryImpl implements Registry {
       else next[name] = value;
     }
     live.tags = next;
-    if (this.#live.get(live.id) === live) this.#options.store.saveTags(live.id, next);
+    if (this.#live.get(live.id) === live) {
+      this.#options.store.saveTags(live.id, next);
+      this.#changed(live.id, "tags");
+    }
     return next;
   }
 
@@ -292,6 +319,11 @@ class RegistryImpl implements Registry {
   onDisconnect(listener: DisconnectListener): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
+  }
+
+  onChange(listener: ChangeListener): () => void {
+    this.#changeListeners.add(listener);
+    return () => this.#changeListeners.delete(listener);
   }
 
   closeAll(code: number, reason: string): void {

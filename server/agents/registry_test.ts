@@ -144,3 +144,19 @@ Deno.test("Registry.closeAll() closes and detaches every agent", () => {
   assert.deepEqual(gone.sort(), ["a1", "a2"]);
   assert.deepEqual(s1.closes, [{ code: 1001, reason: "server closing" }]);
 });
+
+Deno.test("Registry.onChange() reports connects, tag changes and disconnects", () => {
+  using f = createFixture();
+  pinFake(f.store, "a1");
+  const seen: string[] = [];
+  const off = f.registry.onChange((id, change) => seen.push(`${id}:${change}`));
+  const first = f.registry.attach(fakeSession("a1").session);
+  const second = f.registry.attach(fakeSession("a1").session);
+  f.registry.setTags(second, { role: "db" });
+  f.registry.setTags(first, { role: "stale" }); // replaced: not reported
+  f.registry.detach(first); // replaced: not reported
+  f.registry.detach(second);
+  off();
+  f.registry.attach(fakeSession("a1").session);
+  assert.deepEqual(seen, ["a1:connected", "a1:connected", "a1:tags", "a1:disconnected"]);
+});
