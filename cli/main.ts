@@ -15,6 +15,7 @@ Usage: jw <command> [options]
 Commands:
   server                run a server            (jw server --help)
   server hash-password  read a password on stdin, print its bcrypt hash
+  server gen-key        print a new random cluster key (base64, 32 bytes)
   agent                 run an agent            (jw agent --help)
   client                talk to a server        (jw client --help)
   sign                  sign a script for agents

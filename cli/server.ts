@@ -1,6 +1,6 @@
 /**
  * `jw server` — run a server; `jw server hash-password` — make a bcrypt hash for
- * `auth.users` in the server config.
+ * `auth.users` in the server config; `jw server gen-key` — make a cluster key.
  *
  * @module
  */
@@ -9,10 +9,12 @@ import { JwError } from "../shared/errors.ts";
 import { loadConfig } from "../shared/config/load.ts";
 import { ServerConfig, serverEnv } from "../shared/config/server.ts";
 import { startServer } from "../server/mod.ts";
+import { generateClusterKey } from "../server/cluster/keyring.ts";
 import { environment, parseFlags, readConfigFile, str, waitForShutdownSignal } from "./_flags.ts";
 
 const USAGE = `Usage: jw server [options]
        jw server hash-password [--cost N] < password
+       jw server gen-key
 
 Runs a server: agent WebSockets at /v1/agent, the operator API under /v1/.
 
@@ -39,6 +41,9 @@ Operators log in with HTTP basic against auth.users in the config file:
       - name: admin
         bcrypt: "$2b$10$..."     # from: jw server hash-password
 
+jw server gen-key prints a new random cluster key (32 bytes, base64) that signs the
+gossip between servers; every server of a cluster needs the same key.
+
 On start it prints "jw server ID listening on URL" on stdout.
 SIGINT or SIGTERM shuts it down cleanly.`;
 
@@ -54,6 +59,7 @@ const OPTIONS = {
 /** Entry point of `jw server`. */
 export async function serverCommand(argv: string[]): Promise<number> {
   if (argv[0] === "hash-password") return await hashPassword(argv.slice(1));
+  if (argv[0] === "gen-key") return genKey(argv.slice(1));
   const p = parseFlags(argv, OPTIONS, false);
   if (p.values.help) {
     console.log(USAGE);
@@ -107,5 +113,15 @@ async function hashPassword(argv: string[]): Promise<number> {
     throw new JwError("usage", "password is longer than 72 bytes, which bcrypt cannot use in full");
   }
   console.log(await bcrypt.hash(password, cost));
+  return 0;
+}
+
+function genKey(argv: string[]): number {
+  const p = parseFlags(argv, {}, false);
+  if (p.values.help) {
+    console.log(USAGE);
+    return 0;
+  }
+  console.log(generateClusterKey());
   return 0;
 }
