@@ -10,7 +10,14 @@ import { loadConfig } from "../shared/config/load.ts";
 import { ServerConfig, serverEnv } from "../shared/config/server.ts";
 import { startServer } from "../server/mod.ts";
 import { generateClusterKey } from "../server/cluster/keyring.ts";
-import { environment, parseFlags, readConfigFile, str, waitForShutdownSignal } from "./_flags.ts";
+import {
+  environment,
+  list,
+  parseFlags,
+  readConfigFile,
+  str,
+  waitForShutdownSignal,
+} from "./_flags.ts";
 
 const USAGE = `Usage: jw server [options]
        jw server hash-password [--cost N] < password
@@ -26,6 +33,11 @@ Options (each also settable in the config file, or as JW_* in the environment):
   --data DIR         data directory, default ./jw-data/server  (JW_DATA)
   --log-level LEVEL  error|warn|info|debug, default info       (JW_LOG_LEVEL)
 
+Cluster (gossip between servers runs only when a cluster key is set):
+  --gossip HOST:PORT gossip address, UDP and TCP; default 127.0.0.1:7401 (JW_GOSSIP)
+  --seed HOST:PORT   gossip address of a server to join; repeatable (JW_SEEDS)
+                     the key: cluster.key in the config file or JW_CLUSTER_KEY
+
 Config file only (defaults shown):
   agents:
     challengeTtl: 30s       how long an agent may take to answer its challenge
@@ -34,6 +46,21 @@ Config file only (defaults shown):
     maxFrame: 1MiB          largest frame accepted from an agent
   auth:
     users: []               also JW_USERS as a JSON array
+  cluster:
+    key: ""                 cluster key from jw server gen-key (JW_CLUSTER_KEY); required
+                            with seeds or a DNS name
+    keys: []                further keys accepted while rotating
+    name: jw                cluster name; servers of another cluster are refused
+    encrypt: false          encrypt gossip (AES-256-GCM) as well as signing it
+    seeds: []               as --seed
+    dns:                    find seeds by SRV record, e.g.
+      name: _jw-gossip._udp.example.com    (nameServer: HOST:PORT to ask another server)
+    advertise: ""           address other servers send gossip to (default: as bound)
+    probeInterval: 1s       SWIM probe interval
+    probeTimeout: 500ms
+    suspicionMult: 4
+    gossipInterval: 200ms
+    pushPullInterval: 30s
 
 Operators log in with HTTP basic against auth.users in the config file:
   auth:
@@ -54,6 +81,8 @@ const OPTIONS = {
   "public-url": { type: "string" },
   data: { type: "string" },
   "log-level": { type: "string" },
+  gossip: { type: "string" },
+  seed: { type: "string", multiple: true },
 } as const;
 
 /** Entry point of `jw server`. */
@@ -75,6 +104,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
       publicUrl: str(p, "public-url"),
       data: str(p, "data"),
       logLevel: str(p, "log-level"),
+      "cluster.gossip": str(p, "gossip"),
+      "cluster.seeds": list(p, "seed"),
     },
   });
   // Listen before announcing, so a signal sent right after the announcement is handled.

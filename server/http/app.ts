@@ -21,6 +21,7 @@ import { isJwError, JwError, toJwError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { silentLogger } from "../../shared/log.ts";
 import {
+  describeIssues,
   httpStatusFor,
   Id,
   JW_VERSION,
@@ -29,7 +30,14 @@ import {
   type RelayedReply,
   ScriptName,
 } from "../../shared/protocol/mod.ts";
-import type { ScriptDeleted } from "../../shared/protocol/operator.ts";
+import {
+  type ClusterMemberInfo,
+  JoinRequest,
+  type MembersAnswer,
+  type ScriptDeleted,
+} from "../../shared/protocol/operator.ts";
+import type { AgentRecord } from "../cluster/state.ts";
+import { mergeAgents } from "../cluster/view.ts";
 import type { Registry } from "../agents/registry.ts";
 import { type AuthEnv, type BasicUser, createBasicAuth } from "../auth/basic.ts";
 import { relayedJson, type ReplyBus, type ReplyFilter } from "../delegate/bus.ts";
@@ -69,7 +77,25 @@ export interface AppOptions {
    * `script.delete` it sends them, ms. Default {@link SCRIPT_DELETE_TIMEOUT_MS}.
    */
   scriptDeleteTimeoutMs?: number;
+  /** The cluster, when this server gossips (it has a cluster key). */
+  cluster?: ClusterView;
+  /** This server's own URL (shown by `/v1/members` when it runs alone). */
+  url?: string;
   logger?: Logger;
+}
+
+/** What the HTTP API needs of the cluster. */
+export interface ClusterView {
+  /** Every server known, this one first. */
+  members(): ClusterMemberInfo[];
+  /**
+   * Joins servers at gossip addresses.
+   * @returns how many answered.
+   * @throws JwError `not_connected` when none did.
+   */
+  join(addresses: readonly string[]): Promise<number>;
+  /** Agent records gossiped by every server. */
+  agents(): AgentRecord[];
 }
 
 /** Something to read NDJSON lines from: a channel or a run's event iterator. */
@@ -222,7 +248,62 @@ export function createApp(options: AppOptions): Hono<AuthEnv> {
 
   app.use("/v1/*", createBasicAuth({ users: options.users, audit, logger }));
 
-  app.get("/v1/agents", (c) => c.json({ agents: registry.list() }));
+  app.get("/v1/agents", (c) => {
+    const local = registry.list();
+    return c.json({
+      agents: options.cluster ? mergeAgents(local, options.cluster.agents()) : local,
+    });
+  });
+
+  app.get("/v1/members", (c) => {
+    const answer: MembersAnswer = options.cluster
+      ? { clustered: true, members: options.cluster.members() }
+      : {
+        clustered: false,
+        members: [{
+          id: options.serverId,
+          gossip: null,
+          url: options.url ?? null,
+          state: "alive",
+          incarnation: 0,
+          health: 0,
+          self: true,
+        }],
+      };
+    return c.json(answer);
+  });
+
+  app.post("/v1/cluster/join", async (c) => {
+    const actor = `operator:${c.get("operator")}`;
+    let body: unknown;
+    try {
+      body = JSON.parse(await c.req.text());
+    } catch (err) {
+      throw new JwError("bad_json", `join request is not valid JSON: ${(err as Error).message}`);
+    }
+    const request = JoinRequest.safeParse(body);
+    if (!request.success) {
+      throw new JwError("usage", `bad join request: ${describeIssues(request.error)}`);
+    }
+    const target = request.data.addresses.join(",").slice(0, 512);
+    if (!options.cluster) {
+      audit.append({ actor, action: "cluster.join", target, outcome: "error", reason: "no key" });
+      throw new JwError(
+        "unsupported",
+        "this server does not gossip: give it a cluster key (cluster.key or JW_CLUSTER_KEY, " +
+          "from jw server gen-key) and restart it",
+      );
+    }
+    try {
+      const joined = await options.cluster.join(request.data.addresses);
+      audit.append({ actor, action: "cluster.join", target, outcome: "ok", reason: `${joined}` });
+      return c.json({ joined });
+    } catch (err) {
+      const e = toJwError(err);
+      audit.append({ actor, action: "cluster.join", target, outcome: "error", reason: e.message });
+      throw e;
+    }
+  });
 
   app.post(
     "/v1/run",

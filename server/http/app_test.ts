@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import bcrypt from "bcryptjs";
 import { generateKeyPair, signScript } from "../../shared/crypto/mod.ts";
+import { JwError } from "../../shared/errors.ts";
 import {
   JW_VERSION,
   MAX_SCRIPT_BYTES,
@@ -13,12 +14,12 @@ import {
 import { createFixture, fakeSession, type Fixture, pinFake, testRandom } from "../_testing.ts";
 import { createDispatcher } from "../delegate/dispatch.ts";
 import { createScriptExpander, createScriptStore } from "../scripts/mod.ts";
-import { createApp } from "./app.ts";
+import { type ClusterView, createApp } from "./app.ts";
 
 const AUTH = "Basic " + btoa("alice:secret");
 const USERS = [{ name: "alice", bcrypt: bcrypt.hashSync("secret", 4) }];
 
-function setup() {
+function setup(cluster?: ClusterView) {
   const f = createFixture("srv-t");
   const scripts = createScriptStore(f.db, f.clock);
   const dispatcher = createDispatcher({
@@ -43,6 +44,8 @@ function setup() {
     },
     scripts,
     scriptDeleteTimeoutMs: 2_000,
+    cluster,
+    url: "http://127.0.0.1:7400",
   });
   const request = (path: string, init: RequestInit = {}) =>
     app.request(path, init, { remoteAddress: "198.51.100.7:1234" });
@@ -546,4 +549,103 @@ Deno.test("POST /v1/run of script.register by name sends the stored file; an unk
   assert.equal(denied.key, "script.register");
   assert.match(denied.reason ?? "", /^not_found: /);
   assert.equal(agent.sent.filter((fr) => fr.type === "command").length, 1, "nothing more sent");
+});
+
+Deno.test("GET /v1/members shows a lone server; POST /v1/cluster/join says it needs a key", async () => {
+  const { request, f } = setup();
+  const res = await request("/v1/members", { headers: { authorization: AUTH } });
+  assert.deepEqual(await res.json(), {
+    clustered: false,
+    members: [{
+      id: "srv-t",
+      gossip: null,
+      url: "http://127.0.0.1:7400",
+      state: "alive",
+      incarnation: 0,
+      health: 0,
+      self: true,
+    }],
+  });
+  const join = await request("/v1/cluster/join", {
+    method: "POST",
+    headers: { authorization: AUTH },
+    body: JSON.stringify({ addresses: ["127.0.0.1:7401"] }),
+  });
+  assert.equal(join.status, 400);
+  const body = await join.json();
+  assert.equal(body.error.code, "unsupported");
+  assert.match(body.error.message, /cluster key/);
+  const audited = f.audit.list({ action: "cluster.join" });
+  assert.equal(audited[0].outcome, "error");
+  assert.equal(audited[0].target, "127.0.0.1:7401");
+});
+
+Deno.test("with a cluster: members, join (audited), bad join bodies, and cluster-wide agents", async () => {
+  const joins: string[][] = [];
+  const cluster: ClusterView = {
+    members: () => [
+      {
+        id: "srv-t",
+        gossip: "127.0.0.1:1",
+        url: "u1",
+        state: "alive",
+        incarnation: 1,
+        health: 0,
+        self: true,
+      },
+      {
+        id: "srv-2",
+        gossip: "127.0.0.1:2",
+        url: "u2",
+        state: "suspect",
+        incarnation: 3,
+        health: 2,
+        self: false,
+      },
+    ],
+    join(addresses) {
+      joins.push([...addresses]);
+      if (addresses[0] === "127.0.0.1:9") {
+        return Promise.reject(new JwError("not_connected", "no server answered"));
+      }
+      return Promise.resolve(addresses.length);
+    },
+    agents: () => [{
+      id: "far",
+      key: { x: "x", kid: "k" },
+      server: "srv-2",
+      tags: {},
+      connected: true,
+      lastSeen: 5,
+    }],
+  };
+  const { request, f } = setup(cluster);
+  const members = await (await request("/v1/members", { headers: { authorization: AUTH } })).json();
+  assert.equal(members.clustered, true);
+  assert.deepEqual(members.members.map((m: { id: string; state: string }) => [m.id, m.state]), [
+    ["srv-t", "alive"],
+    ["srv-2", "suspect"],
+  ]);
+  const post = (body: unknown) =>
+    request("/v1/cluster/join", {
+      method: "POST",
+      headers: { authorization: AUTH },
+      body: typeof body === "string" ? body : JSON.stringify(body),
+    });
+  const ok = await post({ addresses: ["127.0.0.1:2", "127.0.0.1:3"] });
+  assert.deepEqual(await ok.json(), { joined: 2 });
+  const failed = await post({ addresses: ["127.0.0.1:9"] });
+  assert.equal(failed.status, 409);
+  for (const bad of ["{", { addresses: [] }, { addresses: ["x"], extra: 1 }]) {
+    assert.equal((await post(bad)).status, 400);
+  }
+  assert.deepEqual(joins, [["127.0.0.1:2", "127.0.0.1:3"], ["127.0.0.1:9"]]);
+  assert.deepEqual(
+    f.audit.list({ action: "cluster.join" }).map((e) => e.outcome),
+    ["error", "ok"],
+  );
+  const agents = await (await request("/v1/agents", { headers: { authorization: AUTH } })).json();
+  assert.deepEqual(agents.agents.map((a: { id: string; server: string }) => [a.id, a.server]), [
+    ["far", "srv-2"],
+  ]);
 });

@@ -47,6 +47,45 @@ export const ServerConfig = z.object({
     /** Time allowed to finish the handshake after connecting. Default "10s". */
     handshakeTimeout: Duration.prefault("10s"),
   }).strict().prefault({}),
+  /** Gossip with the other servers of the cluster (UDP and TCP on one port). */
+  cluster: z.object({
+    /**
+     * Gossip listen address. Default "127.0.0.1:7401"; port 0 picks a free port. Listening on
+     * a non-loopback address needs `key`.
+     */
+    gossip: HostPort.prefault("127.0.0.1:7401"),
+    /** Address other servers send gossip to. Default: the gossip address as bound. */
+    advertise: z.string().optional(),
+    /** Cluster name; servers of another cluster are never accepted. Default "jw". */
+    name: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).default("jw"),
+    /**
+     * The cluster's pre-shared key (base64 of 32 bytes; `jw server gen-key` makes one): every
+     * gossip packet is signed with it. Required when the server has seeds or peers. Default:
+     * none.
+     */
+    key: z.string().optional(),
+    /**
+     * Further keys accepted but not used to sign, for rotation: install the new key here on
+     * every server, then make it `key` everywhere, then remove the old one. Default [].
+     */
+    keys: z.array(z.string()).default([]),
+    /** Encrypt gossip with AES-256-GCM as well as signing it. Default false. */
+    encrypt: z.boolean().default(false),
+    /** "host:port" gossip addresses of servers to join at start. Default []. */
+    seeds: z.array(z.string()).default([]),
+    /** Find seeds by DNS SRV, e.g. `_jw-gossip._udp.example.com`. */
+    dns: z.object({
+      name: z.string().min(1),
+      /** A name server "host:port" to ask instead of the system's (tests). */
+      nameServer: z.string().optional(),
+    }).strict().optional(),
+    /** SWIM timing (memberlist's LAN defaults). */
+    probeInterval: Duration.prefault("1s"),
+    probeTimeout: Duration.prefault("500ms"),
+    suspicionMult: z.number().int().min(1).max(100).default(4),
+    pushPullInterval: Duration.prefault("30s"),
+    gossipInterval: Duration.prefault("200ms"),
+  }).strict().prefault({}),
   /** Log level on stderr: error, warn, info, debug. Default "info". */
   logLevel: LogLevelSetting.default("info"),
 }).strict();
@@ -60,4 +99,7 @@ export const serverEnv: Record<string, EnvBinding> = {
   JW_DATA: { path: "data" },
   JW_LOG_LEVEL: { path: "logLevel" },
   JW_USERS: { path: "auth.users", kind: "json" },
+  JW_GOSSIP: { path: "cluster.gossip" },
+  JW_CLUSTER_KEY: { path: "cluster.key" },
+  JW_SEEDS: { path: "cluster.seeds", kind: "list" },
 };

@@ -152,6 +152,38 @@ export interface ScriptDeleted {
   run: { id: string; agents: Record<string, AgentOutcome> };
 }
 
+/** A server of the cluster, as `GET /v1/members` serves it. */
+export interface ClusterMemberInfo {
+  /** Server id. */
+  id: string;
+  /** Gossip "host:port"; null for a server that does not gossip (no cluster key). */
+  gossip: string | null;
+  /** HTTP base URL, when known. */
+  url: string | null;
+  /** alive, suspect (missed probes, may refute), dead (failed) or left (gracefully). */
+  state: "alive" | "suspect" | "dead" | "left";
+  /** Its incarnation number: bumped each time it refutes a suspicion or restarts. */
+  incarnation: number;
+  /** Lifeguard health score, 0 = healthy; null when not yet known. */
+  health: number | null;
+  /** True for the server that answered. */
+  self: boolean;
+}
+
+/** The answer to `GET /v1/members`. */
+export interface MembersAnswer {
+  /** False when this server runs alone (no cluster key configured). */
+  clustered: boolean;
+  members: ClusterMemberInfo[];
+}
+
+/** Body of `POST /v1/cluster/join`. */
+export const JoinRequest = z.object({
+  /** Gossip "host:port" addresses of servers to join. */
+  addresses: z.array(z.string().min(1).max(300)).min(1).max(64),
+}).strict();
+export type JoinRequest = z.infer<typeof JoinRequest>;
+
 /** HTTP status for an error code, used by the server edge and nowhere else. */
 export function httpStatusFor(code: string): number {
   switch (code) {
@@ -162,6 +194,7 @@ export function httpStatusFor(code: string): number {
     case "unknown_type":
     case "invalid_script":
     case "bad_signature":
+    case "unsupported":
       return 400;
     case "unauthorized":
       return 401;
