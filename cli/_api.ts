@@ -8,6 +8,7 @@ import { JwError } from "../shared/errors.ts";
 import type {
   AgentInfo,
   AuditRecord,
+  MembersAnswer,
   RelayedReply,
   RunEvent,
   RunRequest,
@@ -116,6 +117,22 @@ export class ApiClient {
     const qs = version === undefined ? "" : `?version=${version}`;
     const res = await this.#fetch(`/v1/scripts/${encodeURIComponent(name)}${qs}`, {
       method: "DELETE",
+    });
+    return await res.json();
+  }
+
+  /** `GET /v1/members`: the servers of the cluster as this server sees them. */
+  async members(): Promise<MembersAnswer> {
+    const res = await this.#fetch("/v1/members");
+    return await res.json();
+  }
+
+  /** `POST /v1/cluster/join`: asks the server to join servers at gossip addresses. */
+  async join(addresses: string[]): Promise<{ joined: number }> {
+    const res = await this.#fetch("/v1/cluster/join", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ addresses }),
     });
     return await res.json();
   }

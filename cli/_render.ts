@@ -6,6 +6,7 @@
 import type {
   AgentInfo,
   AgentOutcome,
+  ClusterMemberInfo,
   RelayedReply,
   ScriptInfo,
   SummaryEvent,
@@ -96,6 +97,21 @@ export function renderAgents(agents: AgentInfo[], now = Date.now()): string {
       a.server ?? "-",
       a.connected ? "now" : ago(a.lastSeen, now),
       Object.entries(a.tags).map(([k, v]) => `${k}=${v}`).join(",") || "-",
+    ]),
+  );
+}
+
+/** The `jw client members` table: this server first, marked with `*`. */
+export function renderMembers(members: ClusterMemberInfo[]): string {
+  return renderTable(
+    ["ID", "STATE", "HEALTH", "INCARNATION", "GOSSIP", "URL"],
+    members.map((m) => [
+      m.self ? `${m.id} *` : m.id,
+      m.state,
+      m.health === null ? "-" : String(m.health),
+      String(m.incarnation),
+      m.gossip ?? "-",
+      m.url ?? "-",
     ]),
   );
 }

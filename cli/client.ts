@@ -8,7 +8,7 @@ import { JwError } from "../shared/errors.ts";
 import { loadConfig } from "../shared/config/load.ts";
 import { ClientConfig, clientEnv } from "../shared/config/client.ts";
 import { ApiClient } from "./_api.ts";
-import { renderAgents, renderReply } from "./_render.ts";
+import { renderAgents, renderMembers, renderReply } from "./_render.ts";
 import { buildRunRequest, streamRun } from "./_run.ts";
 import { JOBS_FLAG_NAMES, JOBS_USAGE, jobsCommand } from "./_jobs.ts";
 import { SCRIPTS_FLAG_NAMES, SCRIPTS_USAGE, scriptsCommand } from "./_scripts.ts";
@@ -17,7 +17,10 @@ import { environment, type Parsed, parseFlags, readConfigFile, str } from "./_fl
 const USAGE = `Usage: jw client [connection options] <command> [options]
 
 Commands:
-  agents                          list agents: id, connected, server, last seen, tags
+  agents                          list agents of the cluster: id, connected, server,
+                                  last seen, tags
+  members                         list the servers of the cluster: state, health score
+  join HOST:PORT...               ask the server to join other servers (gossip addresses)
   run TARGET KEY [ARGS_JSON]      run a command and stream the replies
   jobs install|list|delete|runs   persistent and scheduled jobs (see below)
   scripts list|show|delete|push   signed scripts stored on the server (see below)
@@ -93,6 +96,8 @@ const OPTIONS = {
 
 const PER_COMMAND: Record<string, string[]> = {
   agents: [],
+  members: [],
+  join: [],
   run: ["id", "meta", "meta-json", "timeout"],
   tail: ["agent", "tag"],
   audit: ["limit", "action"],
@@ -110,13 +115,17 @@ export async function clientCommand(argv: string[]): Promise<number> {
     return 0;
   }
   if (!sub) {
-    throw new JwError("usage", "missing command: agents, run, jobs, scripts, tail or audit");
+    throw new JwError(
+      "usage",
+      "missing command: agents, members, join, run, jobs, scripts, tail or audit",
+    );
   }
   const allowed = PER_COMMAND[sub];
   if (!allowed) {
     throw new JwError(
       "usage",
-      `unknown client command "${sub}": use agents, run, jobs, scripts, tail or audit`,
+      `unknown client command "${sub}": use agents, members, join, run, jobs, scripts, tail ` +
+        "or audit",
     );
   }
   for (const [flag, value] of Object.entries(p.values)) {
@@ -135,6 +144,10 @@ export async function clientCommand(argv: string[]): Promise<number> {
   switch (sub) {
     case "agents":
       return await agentsCommand(api, args, json);
+    case "members":
+      return await membersCommand(api, args, json);
+    case "join":
+      return await joinCommand(api, args, json);
     case "run":
       return await runCommand(api, p, args, json);
     case "tail":
@@ -160,6 +173,38 @@ async function agentsCommand(api: ApiClient, args: string[], json: boolean): Pro
   console.log(
     json ? JSON.stringify(agents) : agents.length ? renderAgents(agents) : "no agents yet",
   );
+  return 0;
+}
+
+async function membersCommand(api: ApiClient, args: string[], json: boolean): Promise<number> {
+  noArgs("members", args);
+  const answer = await api.members();
+  if (json) {
+    console.log(JSON.stringify(answer.members));
+    return 0;
+  }
+  console.log(renderMembers(answer.members));
+  if (!answer.clustered) {
+    console.error("this server runs alone: give it a cluster key to gossip with other servers");
+  }
+  return 0;
+}
+
+async function joinCommand(api: ApiClient, args: string[], json: boolean): Promise<number> {
+  if (args.length === 0) {
+    throw new JwError(
+      "usage",
+      'client join needs at least one gossip address, e.g. "10.0.0.2:7401"',
+    );
+  }
+  for (const a of args) {
+    if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/.test(a)) {
+      throw new JwError("usage", `"${a}" is not HOST:PORT`);
+    }
+  }
+  const { joined } = await api.join(args);
+  if (json) console.log(JSON.stringify({ joined }));
+  else console.log(`joined ${joined} of ${args.length} server(s)`);
   return 0;
 }
 
