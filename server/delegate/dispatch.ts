@@ -67,6 +67,14 @@ export interface Dispatcher {
    * its part of that run ends with status `error` and the agent's error.
    */
   rejected(agentId: string, ref: string, error: { code: string; message: string }): void;
+  /**
+   * Delivers a command another server was given (it reached us through the cluster) to the
+   * agents connected here that its target selects, and audits each send as `command.sent`
+   * with the operator as actor and the server it came through. Replies go to this server's
+   * reply bus (live streams); no run is kept for them.
+   * @returns the agents it was sent to.
+   */
+  deliver(command: ForwardedCommand, via: string): string[];
   /** Runs still waiting for agents. */
   readonly active: number;
   /**
@@ -74,6 +82,21 @@ export interface Dispatcher {
    * and each run emits its summary. Later {@link Dispatcher.start} calls throw `closed`.
    */
   close(): void;
+}
+
+/** A command as one server hands it to the others of its cluster. */
+export interface ForwardedCommand {
+  /** Envelope id (the run's id on the server it was given to). */
+  id: string;
+  /** Target expression as the operator gave it. */
+  target: string;
+  /** The job, as sent to agents (after expansion). */
+  job: JobSpec;
+  meta?: Record<string, unknown>;
+  /** The operator, as audited: `operator:NAME`. */
+  actor: string;
+  /** How long the run waits for replies, ms. */
+  timeoutMs: number;
 }
 
 /** Options for {@link createDispatcher}. */
@@ -96,6 +119,11 @@ export interface DispatcherOptions {
    * Called synchronously once per run. Default: the job as given.
    */
   expand?: (job: JobSpec) => JobSpec;
+  /**
+   * Hands every started command to the other servers of the cluster (their agents get it
+   * through {@link Dispatcher.deliver}). Default: none (a lone server).
+   */
+  forward?: (command: ForwardedCommand) => void;
 }
 
 type Parsed = ReturnType<typeof RunRequest.parse>;
@@ -281,8 +309,64 @@ class DispatcherImpl implements Dispatcher {
       }
     }
     (this.#options.defer ?? ((fn) => fn()))(() => audit.appendMany(records));
+    if (this.#options.forward) {
+      try {
+        this.#options.forward({
+          id,
+          target: request.target,
+          job,
+          ...(request.meta === undefined ? {} : { meta: request.meta }),
+          actor,
+          timeoutMs: request.timeoutMs,
+        });
+      } catch (err) {
+        this.#logger.error("cannot forward a command to the cluster", { error: String(err) });
+      }
+    }
     run.finishIfDone();
     return run;
+  }
+
+  deliver(command: ForwardedCommand, via: string): string[] {
+    if (this.#closed) return [];
+    let target: Target;
+    try {
+      target = parseTarget(command.target);
+    } catch (err) {
+      this.#logger.warn("ignored a forwarded command with a bad target", {
+        from: via,
+        error: String(err),
+      });
+      return [];
+    }
+    const { registry, audit } = this.#options;
+    const agents = registry.resolve(target);
+    if (agents.length === 0) return [];
+    const frame: Command = { v: 1, id: command.id, type: "command", job: command.job };
+    if (command.meta !== undefined) frame.meta = command.meta;
+    const encoded = encodeFrame(frame);
+    const sent = {
+      actor: command.actor,
+      action: "command.sent",
+      key: command.job.key,
+      args: command.job.args,
+    };
+    const records: AuditEvent[] = [];
+    const delivered: string[] = [];
+    for (const agentId of agents) {
+      try {
+        const agent = registry.get(agentId);
+        if (!agent) throw new JwError("closed", "agent disconnected before the command was sent");
+        agent.sendEncoded(encoded);
+        delivered.push(agentId);
+        records.push({ ...sent, target: agentId, outcome: "ok", reason: `via server:${via}` });
+      } catch (err) {
+        const e = toJwError(err);
+        records.push({ ...sent, target: agentId, outcome: "error", reason: e.message });
+      }
+    }
+    (this.#options.defer ?? ((fn) => fn()))(() => audit.appendMany(records));
+    return delivered;
   }
 
   rejected(agentId: string, ref: string, error: { code: string; message: string }): void {

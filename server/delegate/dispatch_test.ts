@@ -8,7 +8,13 @@ import type {
   SummaryEvent,
 } from "../../shared/protocol/mod.ts";
 import { createFixture, fakeSession, type Fixture, pinFake, testRandom } from "../_testing.ts";
-import { createDispatcher, type DispatcherOptions, type Run, runSummary } from "./dispatch.ts";
+import {
+  createDispatcher,
+  type DispatcherOptions,
+  type ForwardedCommand,
+  type Run,
+  runSummary,
+} from "./dispatch.ts";
 
 function setup(over: Partial<DispatcherOptions> = {}) {
   const f = createFixture();
@@ -412,4 +418,42 @@ Deno.test("runSummary() drains a run to its summary, or throws closed when it is
   const closed = dispatcher.start({ target: "all", job: { key: "exec.run" } }, "bob");
   closed.close();
   await assert.rejects(runSummary(closed), (e) => isJwError(e, "closed"));
+});
+
+Deno.test("Dispatcher forwards every started command and delivers forwarded ones locally", () => {
+  const forwarded: ForwardedCommand[] = [];
+  const { f, dispatcher } = setup({ forward: (c) => forwarded.push(c) });
+  const web = connect(f, "w1", { role: "web" });
+  const db = connect(f, "d1", { role: "db" });
+  const run = dispatcher.start({
+    target: "tag:role=web",
+    job: { key: "exec.run", args: { cmd: "/bin/true" } },
+    meta: { ticket: 1 },
+  }, "alice");
+  assert.equal(forwarded.length, 1);
+  assert.deepEqual(forwarded[0], {
+    id: run.id,
+    target: "tag:role=web",
+    job: { key: "exec.run", args: { cmd: "/bin/true" } },
+    meta: { ticket: 1 },
+    actor: "operator:alice",
+    timeoutMs: 30_000,
+  });
+  run.close();
+
+  // The same command arriving from another server goes to this server's matching agents.
+  web.sent.length = 0;
+  const delivered = dispatcher.deliver({ ...forwarded[0], id: "remote-1" }, "srv-2");
+  assert.deepEqual(delivered, ["w1"]);
+  assert.equal(commandOf(web.sent).id, "remote-1");
+  assert.deepEqual(commandOf(web.sent).meta, { ticket: 1 });
+  assert.equal(db.sent.length, 0);
+  const audited = f.audit.list({ action: "command.sent" })[0];
+  assert.deepEqual([audited.actor, audited.target, audited.reason], [
+    "operator:alice",
+    "w1",
+    "via server:srv-2",
+  ]);
+  assert.deepEqual(dispatcher.deliver({ ...forwarded[0], target: "tag:role=none" }, "srv-2"), []);
+  assert.deepEqual(dispatcher.deliver({ ...forwarded[0], target: "bogus" }, "srv-2"), []);
 });
