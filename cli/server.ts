@@ -71,7 +71,8 @@ Operators log in with HTTP basic against auth.users in the config file:
 jw server gen-key prints a new random cluster key (32 bytes, base64) that signs the
 gossip between servers; every server of a cluster needs the same key.
 
-On start it prints "jw server ID listening on URL" on stdout.
+On start it prints "jw server ID listening on URL" on stdout (and ", gossip on HOST:PORT"
+when it has a cluster key).
 SIGINT or SIGTERM shuts it down cleanly.`;
 
 const OPTIONS = {
@@ -111,7 +112,10 @@ export async function serverCommand(argv: string[]): Promise<number> {
   // Listen before announcing, so a signal sent right after the announcement is handled.
   const shutdown = waitForShutdownSignal();
   const server = await startServer(config);
-  console.log(`jw server ${server.id} listening on ${server.url}`);
+  console.log(
+    `jw server ${server.id} listening on ${server.url}` +
+      (server.gossip ? `, gossip on ${server.gossip}` : ""),
+  );
   if (config.auth.users.length === 0) {
     console.error(
       "jw server: warning: no operator users configured (auth.users); the /v1/ API will refuse every login",

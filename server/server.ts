@@ -21,6 +21,12 @@ import { createReplyBus } from "./delegate/bus.ts";
 import { createDispatcher } from "./delegate/dispatch.ts";
 import { createApp } from "./http/app.ts";
 import { createDenoAgentSockets } from "./http/deno_agent_socket.ts";
+import { type Cluster, startCluster } from "./cluster/cluster.ts";
+import { createKeyring } from "./cluster/keyring.ts";
+import { createNetTransport } from "./cluster/net_transport.ts";
+import { type SealedTransport, sealTransport } from "./cluster/seal.ts";
+import { resolveSeeds } from "./cluster/seeds.ts";
+import type { AgentRecord, CommandRecord } from "./cluster/state.ts";
 import { createScriptExpander } from "./scripts/expand.ts";
 import { createScriptStore } from "./scripts/store.ts";
 
@@ -45,6 +51,8 @@ export interface JwServer extends AsyncDisposable {
   readonly url: string;
   /** The server's audit log. */
   readonly audit: AuditLog;
+  /** Gossip "host:port", or undefined when the server runs alone (no cluster key). */
+  readonly gossip?: string;
   /**
    * Graceful stop: refuses new connections, closes agent sockets with 1001, finishes open
    * runs (pending agents: status `error`, code `closed`) and streams, waits for the HTTP
@@ -110,19 +118,58 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     );
   }
   const id = await loadServerId(config, random);
-  const db: DatabaseSync = openDatabase(join(config.data, "server.db"), serverMigrations);
+  const transport = await openGossip(config, clock, random, logger);
+  let db: DatabaseSync | undefined;
   try {
-    return new Server(config, id, db, clock, random, logger);
+    db = openDatabase(join(config.data, "server.db"), serverMigrations);
+    const server = new Server(config, id, db, clock, random, logger, transport);
+    if (transport) server.joinSeeds(config, clock);
+    return server;
   } catch (err) {
-    db.close();
+    db?.close();
+    await transport?.close();
     throw err;
   }
+}
+
+/**
+ * The sealed gossip transport when the config has a cluster key; undefined for a lone
+ * server (which refuses seeds: they need a key).
+ */
+async function openGossip(
+  config: ServerConfig,
+  clock: Clock,
+  random: Random,
+  logger: Logger,
+): Promise<SealedTransport | undefined> {
+  const c = config.cluster;
+  if (!c.key) {
+    if (c.seeds.length || c.dns) {
+      throw new JwError(
+        "config",
+        "cluster.key is required to join other servers: make one with `jw server gen-key` " +
+          "and give every server of the cluster the same (cluster.key or JW_CLUSTER_KEY)",
+      );
+    }
+    return undefined;
+  }
+  const keyring = createKeyring({ cluster: c.name, keys: [c.key, ...c.keys], primary: c.key });
+  const host = c.gossip.hostname.includes(":") ? `[${c.gossip.hostname}]` : c.gossip.hostname;
+  const net = await createNetTransport({
+    bind: `${host}:${c.gossip.port}`,
+    advertise: c.advertise,
+    clock,
+    logger: logger.child("gossip-net"),
+  });
+  return sealTransport(net, { keyring, clock, random, encrypt: c.encrypt });
 }
 
 class Server implements JwServer {
   readonly id: string;
   readonly url: string;
   readonly audit: AuditLog;
+  readonly gossip?: string;
+  readonly #cluster?: Cluster;
   readonly #db: DatabaseSync;
   readonly #logger: Logger;
   readonly #abort = new AbortController();
@@ -139,8 +186,10 @@ class Server implements JwServer {
     clock: Clock,
     random: Random,
     logger: Logger,
+    transport?: SealedTransport,
   ) {
     this.id = id;
+    this.gossip = transport?.address;
     this.#db = db;
     this.#logger = logger;
     this.audit = new AuditLog(db, clock);
@@ -177,6 +226,18 @@ class Server implements JwServer {
       logger: logger.child("dispatch"),
       // `script.register {name, version?}` goes out with the stored file filled in.
       expand: createScriptExpander(scripts),
+      forward: transport
+        ? (command) =>
+          this.#cluster?.publish("command", command.id, {
+            id: command.id,
+            target: command.target,
+            job: command.job as Record<string, unknown>,
+            ...(command.meta === undefined ? {} : { meta: command.meta }),
+            actor: command.actor,
+            origin: id,
+            expires: clock.now() + command.timeoutMs,
+          }, true)
+        : undefined,
     });
     const gateway = createAgentGateway({
       serverId: id,
@@ -205,6 +266,14 @@ class Server implements JwServer {
       audit: this.audit,
       acceptAgent: sockets.accept,
       scripts,
+      url: () => this.url,
+      cluster: transport
+        ? {
+          members: () => this.#cluster?.members() ?? [],
+          join: (addresses) => this.#cluster!.join(addresses),
+          agents: () => this.#cluster?.state.list("agent") ?? [],
+        }
+        : undefined,
       logger: logger.child("http"),
     });
 
@@ -226,6 +295,67 @@ class Server implements JwServer {
       );
     }
     this.url = baseUrl(config, this.#http.addr);
+    if (transport) {
+      const cluster = startCluster({
+        serverId: id,
+        url: this.url,
+        transport,
+        clock,
+        random,
+        logger: logger.child("cluster"),
+        memberlist: {
+          probeInterval: config.cluster.probeInterval,
+          probeTimeout: config.cluster.probeTimeout,
+          suspicionMult: config.cluster.suspicionMult,
+          pushPullInterval: config.cluster.pushPullInterval,
+          gossipInterval: config.cluster.gossipInterval,
+          packetLimit: transport.maxPacketMessage,
+        },
+      });
+      this.#cluster = cluster;
+      // This server's agents, as the cluster sees them.
+      registry.onChange((agentId) => {
+        const record = agentRecord(agentId);
+        if (record) cluster.publish("agent", agentId, record);
+      });
+      const agentRecord = (agentId: string): AgentRecord | undefined => {
+        const row = store.get(agentId);
+        if (!row) return undefined;
+        const live = registry.get(agentId);
+        return {
+          id: agentId,
+          key: { x: row.publicKey.x, kid: row.kid },
+          server: id,
+          tags: { ...(live?.tags ?? row.tags) },
+          connected: live !== undefined,
+          lastSeen: live?.lastSeen ?? row.lastSeen ?? clock.now(),
+        };
+      };
+      // Commands given to other servers, for the agents connected here.
+      cluster.onChange((change) => {
+        if (change.kind !== "command" || !change.remote || change.value === null) return;
+        const command = change.value as CommandRecord;
+        if (command.origin === id || command.expires < clock.now()) return;
+        const sent = dispatcher.deliver(
+          {
+            id: command.id,
+            target: command.target,
+            job: command.job as never,
+            ...(command.meta ? { meta: command.meta } : {}),
+            actor: command.actor,
+            timeoutMs: Math.max(0, command.expires - clock.now()),
+          },
+          command.origin,
+        );
+        if (sent.length) {
+          logger.info("delivered a command from another server", {
+            from: command.origin,
+            id: command.id,
+            agents: sent.length,
+          });
+        }
+      });
+    }
     logger.info("listening", {
       id,
       url: this.url,
@@ -233,6 +363,7 @@ class Server implements JwServer {
     });
 
     this.#shutdown = async () => {
+      await this.#cluster?.leave(2000);
       gateway.close();
       dispatcher.close();
       registry.closeAll(1001, "server closing");
@@ -246,6 +377,45 @@ class Server implements JwServer {
         clearTimeout(deadline);
       }
     };
+  }
+
+  /**
+   * Joins the configured seeds (static and DNS) in the background: retried with a growing
+   * delay (1 s doubling to 30 s) until one answers or the server closes.
+   */
+  joinSeeds(config: ServerConfig, clock: Clock): void {
+    const cluster = this.#cluster;
+    const c = config.cluster;
+    if (!cluster || (c.seeds.length === 0 && !c.dns)) return;
+    let delay = 1000;
+    const attempt = async () => {
+      if (this.#closing) return;
+      try {
+        const found = await resolveSeeds({
+          seeds: c.seeds,
+          dns: c.dns,
+          logger: this.#logger.child("seeds"),
+          clock,
+        });
+        const seeds = found.filter((a) => a !== this.gossip);
+        if (seeds.length === 0 && found.length > 0) {
+          this.#logger.info("this server is its own only seed; waiting for others to join");
+          return;
+        }
+        if (seeds.length === 0) throw new JwError("not_connected", "no seed address found");
+        const joined = await cluster.join(seeds);
+        this.#logger.info("joined the cluster", { seeds: seeds.length, answered: joined });
+      } catch (err) {
+        if (this.#closing) return;
+        this.#logger.warn("cannot join the cluster yet; retrying", {
+          error: (err as Error).message,
+          in: `${delay}ms`,
+        });
+        clock.setTimeout(() => void attempt(), delay);
+        delay = Math.min(delay * 2, 30_000);
+      }
+    };
+    void attempt();
   }
 
   close(): Promise<void> {

@@ -255,6 +255,15 @@ export class ReplicatedState {
     return true;
   }
 
+  /**
+   * Drops a record here only, without a tombstone and without telling anyone (for records
+   * that expire by themselves everywhere, like commands). A copy merged again later is
+   * accepted as new.
+   */
+  forget(kind: RecordKind, id: string): void {
+    this.#records.delete(keyOf(kind, id));
+  }
+
   /** Every record, tombstones included (for a full-state exchange). */
   snapshot(): StateRecord[] {
     this.#purge();

@@ -80,7 +80,7 @@ export interface AppOptions {
   /** The cluster, when this server gossips (it has a cluster key). */
   cluster?: ClusterView;
   /** This server's own URL (shown by `/v1/members` when it runs alone). */
-  url?: string;
+  url?: () => string | undefined;
   logger?: Logger;
 }
 
@@ -263,7 +263,7 @@ export function createApp(options: AppOptions): Hono<AuthEnv> {
         members: [{
           id: options.serverId,
           gossip: null,
-          url: options.url ?? null,
+          url: options.url?.() ?? null,
           state: "alive",
           incarnation: 0,
           health: 0,

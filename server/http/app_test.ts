@@ -45,7 +45,7 @@ function setup(cluster?: ClusterView) {
     scripts,
     scriptDeleteTimeoutMs: 2_000,
     cluster,
-    url: "http://127.0.0.1:7400",
+    url: () => "http://127.0.0.1:7400",
   });
   const request = (path: string, init: RequestInit = {}) =>
     app.request(path, init, { remoteAddress: "198.51.100.7:1234" });

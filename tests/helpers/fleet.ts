@@ -63,6 +63,8 @@ export interface ServerOptions {
   dataDir?: string;
   /** Listen address, default 127.0.0.1:0. */
   http?: string;
+  /** Extra flags (e.g. `--seed HOST:PORT`). */
+  flags?: string[];
 }
 
 /** A running server process with an API client for the test operator. */
@@ -72,6 +74,8 @@ export class TestServer implements AsyncDisposable {
     readonly url: string,
     readonly dataDir: string,
     readonly api: ApiClient,
+    /** Gossip "host:port" when the server has a cluster key. */
+    readonly gossip?: string,
   ) {}
 
   /** Runs `jw client --server URL --user admin ARGS...` with the password in JW_PASSWORD. */
@@ -122,11 +126,12 @@ export async function startServer(options: ServerOptions = {}): Promise<TestServ
     dataDir,
     "--log-level",
     "debug",
+    ...(options.flags ?? []),
   ]);
   try {
-    const m = await proc.stdout.waitFor(/listening on (http:\/\/\S+)/);
+    const m = await proc.stdout.waitFor(/listening on (http:\/\/[^\s,]+)(?:, gossip on (\S+))?/);
     const url = m[1];
-    return new TestServer(proc, url, dataDir, new ApiClient({ server: url, ...ADMIN }));
+    return new TestServer(proc, url, dataDir, new ApiClient({ server: url, ...ADMIN }), m[2]);
   } catch (err) {
     await proc.stop("SIGKILL");
     throw new Error(`server did not start: ${err}\nstderr:\n${proc.stderr}`);
