@@ -127,6 +127,12 @@ export class ApiClient {
     return await res.json();
   }
 
+  /** `GET /v1/cluster/stats`: membership and security counters of a gossiping server. */
+  async clusterStats(): Promise<Record<string, unknown>> {
+    const res = await this.#fetch("/v1/cluster/stats");
+    return await res.json();
+  }
+
   /** `POST /v1/cluster/join`: asks the server to join servers at gossip addresses. */
   async join(addresses: string[]): Promise<{ joined: number }> {
     const res = await this.#fetch("/v1/cluster/join", {

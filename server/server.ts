@@ -23,7 +23,7 @@ import { createApp } from "./http/app.ts";
 import { createDenoAgentSockets } from "./http/deno_agent_socket.ts";
 import { type Cluster, startCluster } from "./cluster/cluster.ts";
 import { createKeyring } from "./cluster/keyring.ts";
-import { createNetTransport } from "./cluster/net_transport.ts";
+import { createNetTransport, type NetTransport } from "./cluster/net_transport.ts";
 import { type SealedTransport, sealTransport } from "./cluster/seal.ts";
 import { resolveSeeds } from "./cluster/seeds.ts";
 import type { AgentRecord, CommandRecord } from "./cluster/state.ts";
@@ -118,16 +118,16 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
     );
   }
   const id = await loadServerId(config, random);
-  const transport = await openGossip(config, clock, random, logger);
+  const gossip = await openGossip(config, clock, random, logger);
   let db: DatabaseSync | undefined;
   try {
     db = openDatabase(join(config.data, "server.db"), serverMigrations);
-    const server = new Server(config, id, db, clock, random, logger, transport);
-    if (transport) server.joinSeeds(config, clock);
+    const server = new Server(config, id, db, clock, random, logger, gossip);
+    if (gossip) server.joinSeeds(config, clock);
     return server;
   } catch (err) {
     db?.close();
-    await transport?.close();
+    await gossip?.transport.close();
     throw err;
   }
 }
@@ -141,7 +141,7 @@ async function openGossip(
   clock: Clock,
   random: Random,
   logger: Logger,
-): Promise<SealedTransport | undefined> {
+): Promise<Gossip | undefined> {
   const c = config.cluster;
   if (!c.key) {
     if (c.seeds.length || c.dns) {
@@ -161,7 +161,13 @@ async function openGossip(
     clock,
     logger: logger.child("gossip-net"),
   });
-  return sealTransport(net, { keyring, clock, random, encrypt: c.encrypt });
+  return { transport: sealTransport(net, { keyring, clock, random, encrypt: c.encrypt }), net };
+}
+
+/** The gossip sockets: the sealed transport the cluster uses, and the sockets under it. */
+interface Gossip {
+  transport: SealedTransport;
+  net: NetTransport;
 }
 
 class Server implements JwServer {
@@ -186,8 +192,9 @@ class Server implements JwServer {
     clock: Clock,
     random: Random,
     logger: Logger,
-    transport?: SealedTransport,
+    gossip?: Gossip,
   ) {
+    const transport = gossip?.transport;
     this.id = id;
     this.gossip = transport?.address;
     this.#db = db;
@@ -272,6 +279,11 @@ class Server implements JwServer {
           members: () => this.#cluster?.members() ?? [],
           join: (addresses) => this.#cluster!.join(addresses),
           agents: () => this.#cluster?.state.list("agent") ?? [],
+          stats: () => ({
+            membership: this.#cluster?.stats() ?? {},
+            security: transport.stats(),
+            network: gossip!.net.stats(),
+          }),
         }
         : undefined,
       logger: logger.child("http"),

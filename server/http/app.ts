@@ -96,6 +96,8 @@ export interface ClusterView {
   join(addresses: readonly string[]): Promise<number>;
   /** Agent records gossiped by every server. */
   agents(): AgentRecord[];
+  /** Counters: membership (probes, suspicions, …) and security (drops by reason, …). */
+  stats(): Record<string, unknown>;
 }
 
 /** Something to read NDJSON lines from: a channel or a run's event iterator. */
@@ -271,6 +273,13 @@ export function createApp(options: AppOptions): Hono<AuthEnv> {
         }],
       };
     return c.json(answer);
+  });
+
+  app.get("/v1/cluster/stats", (c) => {
+    if (!options.cluster) {
+      throw new JwError("unsupported", "this server does not gossip (no cluster key)");
+    }
+    return c.json(options.cluster.stats());
   });
 
   app.post("/v1/cluster/join", async (c) => {

@@ -610,6 +610,7 @@ Deno.test("with a cluster: members, join (audited), bad join bodies, and cluster
       }
       return Promise.resolve(addresses.length);
     },
+    stats: () => ({ membership: { probes: 3 }, security: { dropped: { replayed: 1 } } }),
     agents: () => [{
       id: "far",
       key: { x: "x", kid: "k" },
@@ -644,6 +645,9 @@ Deno.test("with a cluster: members, join (audited), bad join bodies, and cluster
     f.audit.list({ action: "cluster.join" }).map((e) => e.outcome),
     ["error", "ok"],
   );
+  const stats = await (await request("/v1/cluster/stats", { headers: { authorization: AUTH } }))
+    .json();
+  assert.equal(stats.security.dropped.replayed, 1);
   const agents = await (await request("/v1/agents", { headers: { authorization: AUTH } })).json();
   assert.deepEqual(agents.agents.map((a: { id: string; server: string }) => [a.id, a.server]), [
     ["far", "srv-2"],
