@@ -1,11 +1,13 @@
 /**
  * The server's sqlite schema: the shared audit table, the `agents` table that pins each
  * agent's public key and remembers what was last known about it, and the `scripts` table of
- * uploaded signed scripts (server/scripts/store.ts).
+ * uploaded signed scripts (server/scripts/store.ts), and `cluster_peers`, the servers met
+ * (server/cluster/peers.ts).
  *
  * @module
  */
 import { auditMigration, type Migration } from "../shared/db/mod.ts";
+import { peersMigration } from "./cluster/peers.ts";
 import { scriptsMigration } from "./scripts/store.ts";
 
 /**
@@ -49,4 +51,5 @@ export const serverMigrations: readonly Migration[] = [
   agentsMigration,
   deliveryMigration,
   scriptsMigration,
+  peersMigration,
 ];

@@ -23,6 +23,7 @@ import { createApp } from "./http/app.ts";
 import { createDenoAgentSockets } from "./http/deno_agent_socket.ts";
 import { type Cluster, startCluster } from "./cluster/cluster.ts";
 import { createKeyring } from "./cluster/keyring.ts";
+import { createPeerStore, type PeerStore } from "./cluster/peers.ts";
 import { createNetTransport, type NetTransport } from "./cluster/net_transport.ts";
 import { type SealedTransport, sealTransport } from "./cluster/seal.ts";
 import { resolveSeeds } from "./cluster/seeds.ts";
@@ -176,6 +177,7 @@ class Server implements JwServer {
   readonly audit: AuditLog;
   readonly gossip?: string;
   readonly #cluster?: Cluster;
+  readonly #peers?: PeerStore;
   readonly #db: DatabaseSync;
   readonly #logger: Logger;
   readonly #abort = new AbortController();
@@ -308,7 +310,9 @@ class Server implements JwServer {
     }
     this.url = baseUrl(config, this.#http.addr);
     if (transport) {
+      const peers = createPeerStore(db);
       const cluster = startCluster({
+        onJoin: (m) => peers.remember(m.name, m.address, clock.now()),
         serverId: id,
         url: this.url,
         transport,
@@ -325,6 +329,7 @@ class Server implements JwServer {
         },
       });
       this.#cluster = cluster;
+      this.#peers = peers;
       // This server's agents, as the cluster sees them.
       registry.onChange((agentId) => {
         const record = agentRecord(agentId);
@@ -392,16 +397,22 @@ class Server implements JwServer {
   }
 
   /**
-   * Joins the configured seeds (static and DNS) in the background: retried with a growing
-   * delay (1 s doubling to 30 s) until one answers or the server closes.
+   * Joins the configured seeds (static and DNS) and the servers met before (remembered in
+   * the database) in the background: retried with a growing delay (1 s doubling to 30 s)
+   * until one answers or the server closes — three tries when there are only remembered
+   * servers.
    */
   joinSeeds(config: ServerConfig, clock: Clock): void {
     const cluster = this.#cluster;
     const c = config.cluster;
-    if (!cluster || (c.seeds.length === 0 && !c.dns)) return;
+    // Servers met in the last day, so a restart rejoins even if the seeds are gone.
+    const remembered = this.#peers?.recent(clock.now() - 24 * 3600_000) ?? [];
+    if (!cluster || (c.seeds.length === 0 && !c.dns && remembered.length === 0)) return;
     let delay = 1000;
+    let tries = 0;
     const attempt = async () => {
       if (this.#closing) return;
+      tries++;
       try {
         const found = await resolveSeeds({
           seeds: c.seeds,
@@ -409,7 +420,7 @@ class Server implements JwServer {
           logger: this.#logger.child("seeds"),
           clock,
         });
-        const seeds = found.filter((a) => a !== this.gossip);
+        const seeds = [...new Set([...found, ...remembered])].filter((a) => a !== this.gossip);
         if (seeds.length === 0 && found.length > 0) {
           this.#logger.info("this server is its own only seed; waiting for others to join");
           return;
@@ -419,6 +430,12 @@ class Server implements JwServer {
         this.#logger.info("joined the cluster", { seeds: seeds.length, answered: joined });
       } catch (err) {
         if (this.#closing) return;
+        if (c.seeds.length === 0 && !c.dns && tries >= 3) {
+          this.#logger.warn("no remembered server answered; waiting for others to join", {
+            error: (err as Error).message,
+          });
+          return;
+        }
         this.#logger.warn("cannot join the cluster yet; retrying", {
           error: (err as Error).message,
           in: `${delay}ms`,

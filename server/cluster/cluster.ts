@@ -60,6 +60,8 @@ export interface ClusterOptions {
   memberlist?: Partial<MemberlistConfig>;
   /** How often this server's health score is checked and re-announced if changed. Default 1 s. */
   healthIntervalMs?: number;
+  /** Called when another server joins (or comes back): e.g. to remember its address. */
+  onJoin?: (member: Member) => void;
 }
 
 /** A running cluster membership. */
@@ -132,7 +134,10 @@ export function startCluster(options: ClusterOptions): Cluster {
           logger.warn("dropped a bad state exchange", { error: String(err) });
         }
       },
-      notifyJoin: (m) => logger.info("server joined", { server: m.name, gossip: m.address }),
+      notifyJoin: (m) => {
+        logger.info("server joined", { server: m.name, gossip: m.address });
+        options.onJoin?.(m);
+      },
       notifyLeave: (m) =>
         logger.info(m.state === "left" ? "server left" : "server failed", { server: m.name }),
     },

@@ -170,7 +170,7 @@ Deno.test("servers join with jw client join, and by DNS SRV from dnsmasq", async
 Deno.test("a server killed with SIGKILL is reported failed, and rejoins when restarted", async (t) => {
   await using s1 = await clusterServer("k1");
   await using s2 = await clusterServer("k2", { seeds: [s1.gossip!] });
-  const s3 = await clusterServer("k3", { seeds: [s1.gossip!] });
+  await using s3 = await clusterServer("k3", { seeds: [s1.gossip!] });
   await converged([s1, s2, s3], ["k1", "k2", "k3"]);
   const before = (await members(s1)).find((m) => m.id === "k3")!.incarnation;
 
@@ -193,6 +193,17 @@ Deno.test("a server killed with SIGKILL is reported failed, and rejoins when res
     const after = (await members(s1)).find((m) => m.id === "k3")!;
     assert.ok(after.incarnation > before, `${after.incarnation} > ${before}`);
     assert.equal(after.gossip, again.gossip);
+
+    // The seed itself restarts with no seeds of its own: it rejoins the servers it met.
+    await s1.process.stop("SIGTERM");
+    for (const server of [s2, again]) {
+      await eventually(`k1 left on ${server.url}`, async () => {
+        const m = (await members(server)).find((x) => x.id === "k1");
+        return m === undefined || m.state === "left" ? true : undefined;
+      }, 20_000);
+    }
+    await using seed = await clusterServer("k1", { gossip: s1.gossip }, { dataDir: s1.dataDir });
+    await converged([seed, s2, again], ["k1", "k2", "k3"]);
   });
 });
 
