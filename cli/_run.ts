@@ -80,19 +80,31 @@ export async function streamRun(
     request.timeoutMs + 15_000,
   );
   try {
+    let forwarded = false;
     for await (const event of api.run(request, abort.signal)) {
       if (event.type === "dispatched") {
+        forwarded = (event.servers?.length ?? 0) > 0;
         if (!json) {
           console.error(
             `sent ${request.job.key} to ${event.agents.length} agent(s) as ${event.id}`,
           );
+          if (event.servers?.length) {
+            console.error(
+              `also handed to ${event.servers.length} other server(s) (${
+                event.servers.join(", ")
+              }): their agents' replies show in jw client tail on each`,
+            );
+          }
         }
         continue;
       }
       if (event.type === "summary") {
         const outcomes = Object.values(event.agents);
         if (outcomes.length === 0) {
-          console.error(`no agent matched ${request.target}`);
+          console.error(
+            `no agent matched ${request.target}` +
+              (forwarded ? " on this server" : ""),
+          );
           return 1;
         }
         // In --json mode stdout carries only replies; the summary goes to stderr.

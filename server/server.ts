@@ -236,8 +236,10 @@ class Server implements JwServer {
       // `script.register {name, version?}` goes out with the stored file filled in.
       expand: createScriptExpander(scripts),
       forward: transport
-        ? (command) =>
-          this.#cluster?.publish("command", command.id, {
+        ? (command) => {
+          const cluster = this.#cluster;
+          if (!cluster) return [];
+          cluster.publish("command", command.id, {
             id: command.id,
             target: command.target,
             job: command.job as Record<string, unknown>,
@@ -245,7 +247,9 @@ class Server implements JwServer {
             actor: command.actor,
             origin: id,
             expires: clock.now() + command.timeoutMs,
-          }, true)
+          }, true);
+          return cluster.members().filter((m) => !m.self && m.state === "alive").map((m) => m.id);
+        }
         : undefined,
     });
     const gateway = createAgentGateway({

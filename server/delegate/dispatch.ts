@@ -15,6 +15,7 @@ import {
   type AgentOutcome,
   type Command,
   describeIssues,
+  type DispatchedEvent,
   encodeFrame,
   type JobSpec,
   parseTarget,
@@ -121,9 +122,10 @@ export interface DispatcherOptions {
   expand?: (job: JobSpec) => JobSpec;
   /**
    * Hands every started command to the other servers of the cluster (their agents get it
-   * through {@link Dispatcher.deliver}). Default: none (a lone server).
+   * through {@link Dispatcher.deliver}) and returns their ids. Default: none (a lone
+   * server).
    */
-  forward?: (command: ForwardedCommand) => void;
+  forward?: (command: ForwardedCommand) => string[];
 }
 
 type Parsed = ReturnType<typeof RunRequest.parse>;
@@ -269,7 +271,13 @@ class DispatcherImpl implements Dispatcher {
     }, request.timeoutMs);
     run.onCleanup(() => clock.clearTimeout(timer));
 
-    run.emit({ type: "dispatched", id, target: request.target, agents: [...agents] });
+    const dispatched: DispatchedEvent = {
+      type: "dispatched",
+      id,
+      target: request.target,
+      agents: [...agents],
+    };
+    run.emit(dispatched);
     if (agents.length === 0) {
       audit.append({
         actor,
@@ -311,7 +319,8 @@ class DispatcherImpl implements Dispatcher {
     (this.#options.defer ?? ((fn) => fn()))(() => audit.appendMany(records));
     if (this.#options.forward) {
       try {
-        this.#options.forward({
+        // Nobody has read `dispatched` yet: start() is synchronous.
+        dispatched.servers = this.#options.forward({
           id,
           target: request.target,
           job,

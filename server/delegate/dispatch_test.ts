@@ -420,9 +420,14 @@ Deno.test("runSummary() drains a run to its summary, or throws closed when it is
   await assert.rejects(runSummary(closed), (e) => isJwError(e, "closed"));
 });
 
-Deno.test("Dispatcher forwards every started command and delivers forwarded ones locally", () => {
+Deno.test("Dispatcher forwards every started command and delivers forwarded ones locally", async () => {
   const forwarded: ForwardedCommand[] = [];
-  const { f, dispatcher } = setup({ forward: (c) => forwarded.push(c) });
+  const { f, dispatcher } = setup({
+    forward: (c) => {
+      forwarded.push(c);
+      return ["srv-2", "srv-3"];
+    },
+  });
   const web = connect(f, "w1", { role: "web" });
   const db = connect(f, "d1", { role: "db" });
   const run = dispatcher.start({
@@ -431,6 +436,8 @@ Deno.test("Dispatcher forwards every started command and delivers forwarded ones
     meta: { ticket: 1 },
   }, "alice");
   assert.equal(forwarded.length, 1);
+  const first = await run[Symbol.asyncIterator]().next();
+  assert.deepEqual((first.value as { servers?: string[] }).servers, ["srv-2", "srv-3"]);
   assert.deepEqual(forwarded[0], {
     id: run.id,
     target: "tag:role=web",

@@ -82,6 +82,11 @@ export interface DispatchedEvent {
   target: string;
   /** Agents the command was sent to. */
   agents: string[];
+  /**
+   * Other servers of the cluster the command was handed to; each delivers it to its own
+   * agents (their replies show in `jw client tail` on that server). Absent on a lone server.
+   */
+  servers?: string[];
 }
 
 /** How one agent's part of a run ended. */
