@@ -10,6 +10,8 @@ import { type Clock, realClock } from "../shared/clock.ts";
 import type { ServerConfig } from "../shared/config/mod.ts";
 import { AuditLog, type DatabaseSync, openDatabase } from "../shared/db/mod.ts";
 import { JwError } from "../shared/errors.ts";
+import { verifySelfSigned } from "../shared/crypto/script.ts";
+import { sha256Text } from "../shared/protocol/mod.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { cryptoRandom, type Random, randomId } from "../shared/random.ts";
 import { createAgentStore } from "./agents/agent_store.ts";
@@ -22,14 +24,15 @@ import { createDispatcher } from "./delegate/dispatch.ts";
 import { createApp } from "./http/app.ts";
 import { createDenoAgentSockets } from "./http/deno_agent_socket.ts";
 import { type Cluster, startCluster } from "./cluster/cluster.ts";
-import { createKeyring } from "./cluster/keyring.ts";
+import { createKeyring, type Keyring } from "./cluster/keyring.ts";
+import { peerToken, verifyPeerToken } from "./cluster/peer_auth.ts";
 import { createPeerStore, type PeerStore } from "./cluster/peers.ts";
 import { createNetTransport, type NetTransport } from "./cluster/net_transport.ts";
 import { type SealedTransport, sealTransport } from "./cluster/seal.ts";
 import { resolveSeeds } from "./cluster/seeds.ts";
-import type { AgentRecord, CommandRecord } from "./cluster/state.ts";
+import type { AgentRecord, CommandRecord, ScriptRecord } from "./cluster/state.ts";
 import { createScriptExpander } from "./scripts/expand.ts";
-import { createScriptStore } from "./scripts/store.ts";
+import { createScriptStore, type ScriptStore } from "./scripts/store.ts";
 
 /** Seams for tests; each defaults to the real thing. */
 export interface ServerDeps {
@@ -162,13 +165,18 @@ async function openGossip(
     clock,
     logger: logger.child("gossip-net"),
   });
-  return { transport: sealTransport(net, { keyring, clock, random, encrypt: c.encrypt }), net };
+  return {
+    transport: sealTransport(net, { keyring, clock, random, encrypt: c.encrypt }),
+    net,
+    keyring,
+  };
 }
 
-/** The gossip sockets: the sealed transport the cluster uses, and the sockets under it. */
+/** The gossip sockets: the sealed transport the cluster uses, the sockets under it, the keys. */
 interface Gossip {
   transport: SealedTransport;
   net: NetTransport;
+  keyring: Keyring;
 }
 
 class Server implements JwServer {
@@ -178,6 +186,8 @@ class Server implements JwServer {
   readonly gossip?: string;
   readonly #cluster?: Cluster;
   readonly #peers?: PeerStore;
+  readonly #keyring?: Keyring;
+  readonly #clock: Clock;
   readonly #db: DatabaseSync;
   readonly #logger: Logger;
   readonly #abort = new AbortController();
@@ -197,6 +207,8 @@ class Server implements JwServer {
     gossip?: Gossip,
   ) {
     const transport = gossip?.transport;
+    this.#keyring = gossip?.keyring;
+    this.#clock = clock;
     this.id = id;
     this.gossip = transport?.address;
     this.#db = db;
@@ -217,7 +229,28 @@ class Server implements JwServer {
       random,
     });
     const bus = createReplyBus({ logger: logger.child("bus") });
-    const scripts = createScriptStore(db, clock);
+    const localScripts = createScriptStore(db, clock);
+    // Uploads and deletes here are gossiped (name, version, sha256, signer, and this server
+    // as the holder); other servers fetch the content when they need it.
+    const scripts: ScriptStore = {
+      ...localScripts,
+      put: (script, uploadedBy) => {
+        const uploaded = localScripts.put(script, uploadedBy);
+        this.#cluster?.publish("script", `${script.header.name}@${script.header.version}`, {
+          name: script.header.name,
+          version: script.header.version,
+          sha256: script.sha256,
+          signer: script.signer,
+          holder: this.url,
+        });
+        return uploaded;
+      },
+      delete: (name, version) => {
+        const versions = localScripts.delete(name, version);
+        for (const v of versions) this.#cluster?.publish("script", `${name}@${v}`, null);
+        return versions;
+      },
+    };
     const dispatcher = createDispatcher({
       // The only place the server's core gets a real timer: after the sends, audit on the
       // next turn (see DispatcherOptions.defer).
@@ -290,6 +323,9 @@ class Server implements JwServer {
             security: transport.stats(),
             network: gossip!.net.stats(),
           }),
+          ensureScript: (name, version) => this.#ensureScript(localScripts, name, version),
+          verifyPeer: (token, subject) =>
+            verifyPeerToken(gossip!.keyring, token, subject, clock.now()),
         }
         : undefined,
       logger: logger.child("http"),
@@ -352,6 +388,30 @@ class Server implements JwServer {
           lastSeen: live?.lastSeen ?? row.lastSeen ?? clock.now(),
         };
       };
+      // Scripts held here, for the others; a script deleted elsewhere is deleted here too.
+      for (const info of localScripts.list()) {
+        cluster.publish("script", `${info.name}@${info.version}`, {
+          name: info.name,
+          version: info.version,
+          sha256: info.sha256,
+          signer: info.signer,
+          holder: this.url,
+        });
+      }
+      cluster.onChange((change) => {
+        if (change.kind !== "script" || !change.remote || change.value !== null) return;
+        const gone = change.previous as ScriptRecord | null;
+        if (!gone) return;
+        try {
+          localScripts.delete(gone.name, gone.version);
+          logger.info("deleted a script deleted on another server", {
+            name: gone.name,
+            version: gone.version,
+          });
+        } catch {
+          // not held here
+        }
+      });
       // Commands given to other servers, for the agents connected here.
       cluster.onChange((change) => {
         if (change.kind !== "command" || !change.remote || change.value === null) return;
@@ -398,6 +458,55 @@ class Server implements JwServer {
         clearTimeout(deadline);
       }
     };
+  }
+
+  /** See ClusterView.ensureScript (server/http/app.ts). */
+  async #ensureScript(store: ScriptStore, name: string, version?: number): Promise<void> {
+    const cluster = this.#cluster;
+    if (!cluster || !this.#keyring) return;
+    try {
+      store.get(name, version);
+      return;
+    } catch {
+      // not held here: look in the cluster
+    }
+    const known = cluster.state.list("script")
+      .filter((r) => r.name === name && (version === undefined || r.version === version))
+      .sort((a, b) => b.version - a.version)[0];
+    if (!known || known.holder === this.url) return;
+    const subject = `script:${known.name}@${known.version}`;
+    const url = `${known.holder}/peer/v1/scripts/${
+      encodeURIComponent(known.name)
+    }/${known.version}`;
+    let text: string;
+    try {
+      const res = await fetch(url, {
+        headers: {
+          authorization: `Bearer ${peerToken(this.#keyring, this.id, subject, this.#clock.now())}`,
+        },
+        signal: AbortSignal.timeout(10_000),
+      });
+      text = await res.text();
+      if (!res.ok) throw new Error(`HTTP ${res.status}: ${text.slice(0, 200)}`);
+    } catch (err) {
+      throw new JwError(
+        "not_connected",
+        `cannot fetch script ${known.name}@${known.version} from ${known.holder}: ` +
+          (err as Error).message,
+      );
+    }
+    if (sha256Text(text) !== known.sha256) {
+      throw new JwError(
+        "bad_signature",
+        `script ${known.name}@${known.version} from ${known.holder} does not match its sha256`,
+      );
+    }
+    store.put(await verifySelfSigned(text), `cluster:${known.holder}`);
+    this.#logger.info("fetched a script from another server", {
+      name: known.name,
+      version: known.version,
+      from: known.holder,
+    });
   }
 
   /**

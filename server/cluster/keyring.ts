@@ -94,6 +94,8 @@ export interface Keyring {
    * which of the two it is; undefined for any other string.
    */
   lookup(header: string): { key: RingKey; encrypted: boolean } | undefined;
+  /** The installed key with this key id, if any. */
+  byId(id: string): RingKey | undefined;
 }
 
 /**
@@ -169,6 +171,9 @@ export function createKeyring(options: KeyringOptions): Keyring {
     },
     lookup(header) {
       return byHeader.get(header);
+    },
+    byId(id) {
+      return keys.get(id);
     },
   };
 }

@@ -98,6 +98,31 @@ export interface ClusterView {
   agents(): AgentRecord[];
   /** Counters: membership (probes, suspicions, …) and security (drops by reason, …). */
   stats(): Record<string, unknown>;
+  /**
+   * Makes sure this server holds script `name` (`version`, or the newest the cluster knows):
+   * fetches it from a server that holds it when it is not here. Resolves without doing
+   * anything when it is held here or unknown to the cluster.
+   * @throws JwError when the fetch fails or what arrives does not verify.
+   */
+  ensureScript(name: string, version?: number): Promise<void>;
+  /**
+   * Checks a peer server's token (`Authorization: Bearer …`) for `subject`.
+   * @returns the peer's server id.
+   * @throws JwError `unauthorized`.
+   */
+  verifyPeer(token: string, subject: string): string;
+}
+
+/** The script a `script.register {name, version?}` run asks for by name, if that is what it is. */
+function scriptWanted(body: unknown): { name: string; version?: number } | undefined {
+  const job = (body as { job?: { key?: unknown; args?: Record<string, unknown> } })?.job;
+  const args = job?.args;
+  if (job?.key !== "script.register" || !args || typeof args !== "object") return undefined;
+  if (typeof args.name !== "string" || args.script !== undefined) return undefined;
+  if (!ScriptName.safeParse(args.name).success) return undefined;
+  const version = args.version;
+  if (version !== undefined && !Number.isInteger(version)) return undefined;
+  return { name: args.name, version: version as number | undefined };
 }
 
 /** Something to read NDJSON lines from: a channel or a run's event iterator. */
@@ -248,6 +273,35 @@ export function createApp(options: AppOptions): Hono<AuthEnv> {
     return options.acceptAgent(c.req.raw, c.env?.remoteAddress ?? "unknown");
   });
 
+  // Another server of the cluster fetching a script it was asked to register: authenticated
+  // by a peer token signed with the cluster key, not by operator credentials.
+  app.get("/peer/v1/scripts/:name/:version", (c) => {
+    const name = c.req.param("name");
+    const version = Number(c.req.param("version"));
+    const subject = `script:${name}@${version}`;
+    const token = /^Bearer (.+)$/.exec(c.req.header("authorization") ?? "")?.[1];
+    try {
+      if (!options.cluster) throw new JwError("unauthorized", "this server does not gossip");
+      if (!token) throw new JwError("unauthorized", "peer token missing");
+      options.cluster.verifyPeer(token, subject);
+    } catch (err) {
+      const e = toJwError(err);
+      audit.append({
+        actor: `peer:${c.env?.remoteAddress ?? "unknown"}`,
+        action: "peer.denied",
+        target: subject.slice(0, 200),
+        outcome: "denied",
+        reason: e.message,
+      });
+      throw e;
+    }
+    if (!ScriptName.safeParse(name).success || !Number.isInteger(version)) {
+      throw new JwError("usage", "bad script name or version");
+    }
+    const stored = scripts.get(name, version);
+    return c.body(stored.text, 200, { "content-type": "application/javascript; charset=utf-8" });
+  });
+
   app.use("/v1/*", createBasicAuth({ users: options.users, audit, logger }));
 
   app.get("/v1/agents", (c) => {
@@ -329,6 +383,10 @@ export function createApp(options: AppOptions): Hono<AuthEnv> {
         body = JSON.parse(text);
       } catch (err) {
         throw new JwError("bad_json", `run request is not valid JSON: ${(err as Error).message}`);
+      }
+      const wanted = scriptWanted(body);
+      if (wanted && options.cluster) {
+        await options.cluster.ensureScript(wanted.name, wanted.version);
       }
       const run = dispatcher.start(body, c.get("operator"));
       const events = run[Symbol.asyncIterator]() as LineSource;

@@ -582,6 +582,7 @@ Deno.test("GET /v1/members shows a lone server; POST /v1/cluster/join says it ne
 
 Deno.test("with a cluster: members, join (audited), bad join bodies, and cluster-wide agents", async () => {
   const joins: string[][] = [];
+  const ensured: string[] = [];
   const cluster: ClusterView = {
     members: () => [
       {
@@ -611,6 +612,14 @@ Deno.test("with a cluster: members, join (audited), bad join bodies, and cluster
       return Promise.resolve(addresses.length);
     },
     stats: () => ({ membership: { probes: 3 }, security: { dropped: { replayed: 1 } } }),
+    ensureScript: (name, version) => {
+      ensured.push(`${name}@${version ?? "newest"}`);
+      return Promise.resolve();
+    },
+    verifyPeer: (token) => {
+      if (token !== "good") throw new JwError("unauthorized", "peer token refused: bad signature");
+      return "srv-2";
+    },
     agents: () => [{
       id: "far",
       key: { x: "x", kid: "k" },
@@ -652,4 +661,29 @@ Deno.test("with a cluster: members, join (audited), bad join bodies, and cluster
   assert.deepEqual(agents.agents.map((a: { id: string; server: string }) => [a.id, a.server]), [
     ["far", "srv-2"],
   ]);
+
+  // script.register by name first makes sure this server holds the script.
+  await request("/v1/run", {
+    method: "POST",
+    headers: { authorization: AUTH },
+    body: JSON.stringify({ target: "all", job: { key: "script.register", args: { name: "x" } } }),
+  });
+  assert.deepEqual(ensured, ["x@newest"]);
+
+  // Another server fetching a script: a peer token, not operator credentials.
+  const signed = await signedScript("report", 1);
+  assert.equal((await upload(request, signed)).status, 201);
+  const peer = (token?: string) =>
+    request("/peer/v1/scripts/report/1", {
+      headers: token ? { authorization: `Bearer ${token}` } : {},
+    });
+  const fetched = await peer("good");
+  assert.equal(fetched.status, 200);
+  assert.equal(await fetched.text(), signed);
+  for (const token of [undefined, "forged"]) {
+    const refused = await peer(token);
+    assert.equal(refused.status, 401);
+    assert.equal((await refused.json()).error.code, "unauthorized");
+  }
+  assert.equal(f.audit.list({ action: "peer.denied" }).length, 2);
 });

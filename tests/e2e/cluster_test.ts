@@ -4,11 +4,14 @@
  * agents and commands, and noticing a server killed with SIGKILL and its return.
  */
 import assert from "node:assert/strict";
+import { generateKeyPair } from "../../shared/crypto/keys.ts";
+import { signScript } from "../../shared/crypto/script.ts";
 import type { ClusterMemberInfo } from "../../shared/protocol/mod.ts";
 import {
   agentAudit,
   eventually,
   runJw,
+  scratchDir,
   startAgent,
   startServer,
   type TestServer,
@@ -212,4 +215,46 @@ Deno.test("a server with seeds but no cluster key refuses to start", async () =>
   assert.equal(r.code, 2);
   assert.match(r.stderr, /cluster\.key is required/);
   assert.match(r.stderr, /gen-key/);
+});
+
+Deno.test("a script uploaded to one server is registered through another", async () => {
+  const signer = await generateKeyPair();
+  const dir = await scratchDir("cluster-scripts-");
+  await Deno.writeTextFile(`${dir}/ops.pub`, JSON.stringify(signer.publicJwk));
+  await using s1 = await clusterServer("c1");
+  await using s2 = await clusterServer("c2", { seeds: [s1.gossip!] });
+  await converged([s1, s2], ["c1", "c2"]);
+  await using agent = await startAgent(s2, "edge-1", {
+    flags: ["--trust-signer", `${dir}/ops.pub`],
+  });
+  const text = await signScript(
+    "/*---\nname: hello\nversion: 1\n---*/\nemit({ hello: true });\n",
+    signer,
+  );
+  await s1.api.uploadScript(text);
+  // s2 learns of it by gossip, fetches it from s1 when asked to register it.
+  const done = await eventually("registered through s2", async () => {
+    const events: Record<string, unknown>[] = [];
+    for await (
+      const e of s2.api.run({
+        target: "agent:edge-1",
+        job: { key: "script.register", args: { name: "hello" } },
+      })
+    ) events.push(e as unknown as Record<string, unknown>);
+    const d = events.find((e) => e.done === true && e.agent === "edge-1");
+    return d && d.error === null ? d : undefined;
+  }, 20_000);
+  assert.equal((done.data as { name: string }).name, "hello");
+  assert.deepEqual((await s2.api.scripts()).map((s) => [s.name, s.version]), [["hello", 1]]);
+  assert.ok(
+    agentAudit(agent.dataDir).some((e) => e.action === "script.register" && e.outcome === "ok"),
+  );
+
+  // Deleted on s1: gone from s2 too.
+  await s1.api.deleteScript("hello");
+  await eventually(
+    "deleted on s2",
+    async () => (await s2.api.scripts()).length === 0 ? true : undefined,
+    20_000,
+  );
 });
