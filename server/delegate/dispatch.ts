@@ -70,8 +70,9 @@ export interface Dispatcher {
   rejected(agentId: string, ref: string, error: { code: string; message: string }): void;
   /**
    * Delivers a command another server was given (it reached us through the cluster) to the
-   * agents connected here that its target selects, and audits each send as `command.sent`
-   * with the operator as actor and the server it came through. Replies go to this server's
+   * agents connected here that its target selects, after the same checks as a command given
+   * here (a refusal is audited as `command.denied`, naming the server), and audits each
+   * send as `command.sent` with the operator as actor and the server it came through. Replies go to this server's
    * reply bus (live streams); no run is kept for them.
    * @returns the agents it was sent to.
    */
@@ -338,11 +339,20 @@ class DispatcherImpl implements Dispatcher {
 
   deliver(command: ForwardedCommand, via: string): string[] {
     if (this.#closed) return [];
+    // The same checks as a command given here: schema, target; refusals audited.
     let target: Target;
     try {
-      target = parseTarget(command.target);
+      ({ target } = this.#validate(
+        {
+          target: command.target,
+          job: command.job,
+          ...(command.meta === undefined ? {} : { meta: command.meta }),
+        },
+        command.actor,
+        via,
+      ));
     } catch (err) {
-      this.#logger.warn("ignored a forwarded command with a bad target", {
+      this.#logger.warn("refused a command forwarded by another server", {
         from: via,
         error: String(err),
       });
@@ -401,7 +411,7 @@ class DispatcherImpl implements Dispatcher {
   }
 
   /** Audits `command.denied` for the request `body` and throws `err`. */
-  #deny(body: unknown, actor: string, err: JwError): never {
+  #deny(body: unknown, actor: string, err: JwError, via?: string): never {
     const raw = body && typeof body === "object" ? body as Record<string, unknown> : {};
     const job = raw.job && typeof raw.job === "object" ? raw.job as Record<string, unknown> : {};
     this.#options.audit.append({
@@ -410,7 +420,7 @@ class DispatcherImpl implements Dispatcher {
       target: typeof raw.target === "string" ? raw.target.slice(0, 256) : undefined,
       key: typeof job.key === "string" ? job.key.slice(0, 128) : undefined,
       outcome: "denied",
-      reason: `${err.code}: ${err.message}`,
+      reason: `${err.code}: ${err.message}${via === undefined ? "" : ` (via server:${via})`}`,
     });
     throw err;
   }
@@ -425,8 +435,8 @@ class DispatcherImpl implements Dispatcher {
     }
   }
 
-  #validate(body: unknown, actor: string): { request: Parsed; target: Target } {
-    const deny = (err: JwError): never => this.#deny(body, actor, err);
+  #validate(body: unknown, actor: string, via?: string): { request: Parsed; target: Target } {
+    const deny = (err: JwError): never => this.#deny(body, actor, err, via);
     const parsed = RunRequest.safeParse(body);
     if (!parsed.success) {
       return deny(

@@ -463,4 +463,10 @@ Deno.test("Dispatcher forwards every started command and delivers forwarded ones
   ]);
   assert.deepEqual(dispatcher.deliver({ ...forwarded[0], target: "tag:role=none" }, "srv-2"), []);
   assert.deepEqual(dispatcher.deliver({ ...forwarded[0], target: "bogus" }, "srv-2"), []);
+  const job = { key: "Not A Key", args: {} };
+  assert.deepEqual(dispatcher.deliver({ ...forwarded[0], job }, "srv-3"), []);
+  const denied = f.audit.list({ action: "command.denied" });
+  assert.equal(denied.length, 2);
+  assert.match(denied[0].reason!, /invalid_message: .*\(via server:srv-3\)$/);
+  assert.match(denied[1].reason!, /\(via server:srv-2\)$/);
 });
