@@ -114,3 +114,34 @@ export function waitForShutdownSignal(): Promise<string> {
     for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, handler(sig));
   });
 }
+
+/**
+ * Checks the subcommand of a command group (`jobs install`, `scripts push`) and that only its
+ * own flags of the group's flags are given.
+ * @param table the flags each subcommand takes, by subcommand.
+ * @param groupFlags every flag of the group.
+ * @throws JwError `usage` for a missing or unknown subcommand, or a flag it does not take.
+ */
+export function checkSubcommand(
+  group: string,
+  sub: string | undefined,
+  table: Record<string, readonly string[]>,
+  groupFlags: readonly string[],
+  p: Parsed,
+): void {
+  const allowed = Object.hasOwn(table, sub ?? "") ? table[sub!] : undefined;
+  if (!allowed) {
+    const names = Object.keys(table);
+    throw new JwError(
+      "usage",
+      `${group} needs ${names.slice(0, -1).join(", ")} or ${names.at(-1)}${
+        sub ? `, got "${sub}"` : ""
+      }`,
+    );
+  }
+  for (const [flag, value] of Object.entries(p.values)) {
+    if (value !== undefined && groupFlags.includes(flag) && !allowed.includes(flag)) {
+      throw new JwError("usage", `--${flag} does not apply to "client ${group} ${sub}"`);
+    }
+  }
+}

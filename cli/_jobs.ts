@@ -10,7 +10,7 @@ import { JwError } from "../shared/errors.ts";
 import type { Schedule } from "../shared/protocol/agent.ts";
 import { parseDuration } from "../shared/units.ts";
 import type { ApiClient } from "./_api.ts";
-import { type Parsed, str } from "./_flags.ts";
+import { checkSubcommand, type Parsed, str } from "./_flags.ts";
 import { renderTable, succeeded } from "./_render.ts";
 import { buildRunRequest, streamRun } from "./_run.ts";
 
@@ -188,18 +188,7 @@ export async function jobsCommand(
   json: boolean,
 ): Promise<number> {
   const [sub, ...rest] = args;
-  const allowed = JOBS_FLAGS[sub ?? ""];
-  if (!allowed) {
-    throw new JwError(
-      "usage",
-      `jobs needs install, list, delete or runs${sub ? `, got "${sub}"` : ""}`,
-    );
-  }
-  for (const [flag, value] of Object.entries(p.values)) {
-    if (value !== undefined && JOBS_FLAG_NAMES.includes(flag) && !allowed.includes(flag)) {
-      throw new JwError("usage", `--${flag} does not apply to "client jobs ${sub}"`);
-    }
-  }
+  checkSubcommand("jobs", sub, JOBS_FLAGS, JOBS_FLAG_NAMES, p);
   switch (sub) {
     case "install": {
       if (str(p, "id") === undefined) {

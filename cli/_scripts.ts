@@ -8,7 +8,7 @@
 import { JwError } from "../shared/errors.ts";
 import { ScriptName } from "../shared/protocol/script.ts";
 import type { ApiClient } from "./_api.ts";
-import { type Parsed, str } from "./_flags.ts";
+import { checkSubcommand, type Parsed, str } from "./_flags.ts";
 import { renderOutcome, renderScriptInfo, renderScripts, succeeded } from "./_render.ts";
 import { buildRunRequest, streamRun } from "./_run.ts";
 
@@ -83,18 +83,7 @@ export async function scriptsCommand(
   json: boolean,
 ): Promise<number> {
   const [sub, ...rest] = args;
-  const allowed = SCRIPTS_FLAGS[sub ?? ""];
-  if (!allowed) {
-    throw new JwError(
-      "usage",
-      `scripts needs list, show, delete or push${sub ? `, got "${sub}"` : ""}`,
-    );
-  }
-  for (const [flag, value] of Object.entries(p.values)) {
-    if (value !== undefined && SCRIPTS_FLAG_NAMES.includes(flag) && !allowed.includes(flag)) {
-      throw new JwError("usage", `--${flag} does not apply to "client scripts ${sub}"`);
-    }
-  }
+  checkSubcommand("scripts", sub, SCRIPTS_FLAGS, SCRIPTS_FLAG_NAMES, p);
   switch (sub) {
     case "list": {
       if (rest.length) throw new JwError("usage", "scripts list takes no arguments");
