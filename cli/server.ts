@@ -56,6 +56,8 @@ Config file only (defaults shown):
     dns:                    find seeds by SRV record, e.g.
       name: _jw-gossip._udp.example.com    (nameServer: HOST:PORT to ask another server)
     advertise: ""           address other servers send gossip to (default: as bound)
+    ssdp:                   LAN discovery by UDP multicast, off by default
+      enabled: false        (group: 239.255.255.250, port: 1900, interface, interval: 10s)
     probeInterval: 1s       SWIM probe interval
     probeTimeout: 500ms
     suspicionMult: 4

@@ -30,6 +30,7 @@ import { createPeerStore, type PeerStore } from "./cluster/peers.ts";
 import { createNetTransport, type NetTransport } from "./cluster/net_transport.ts";
 import { type SealedTransport, sealTransport } from "./cluster/seal.ts";
 import { resolveSeeds } from "./cluster/seeds.ts";
+import { keyringSsdpAuth, type Ssdp, startSsdp } from "./cluster/ssdp.ts";
 import type { AgentRecord, CommandRecord, ScriptRecord } from "./cluster/state.ts";
 import { createScriptExpander } from "./scripts/expand.ts";
 import { createScriptStore, type ScriptStore } from "./scripts/store.ts";
@@ -127,7 +128,10 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   try {
     db = openDatabase(join(config.data, "server.db"), serverMigrations);
     const server = new Server(config, id, db, clock, random, logger, gossip);
-    if (gossip) server.joinSeeds(config, clock);
+    if (gossip) {
+      server.joinSeeds(config, clock);
+      await server.startSsdp(config, clock, random);
+    }
     return server;
   } catch (err) {
     db?.close();
@@ -187,6 +191,7 @@ class Server implements JwServer {
   readonly #cluster?: Cluster;
   readonly #peers?: PeerStore;
   readonly #keyring?: Keyring;
+  #ssdp?: Ssdp;
   readonly #clock: Clock;
   readonly #db: DatabaseSync;
   readonly #logger: Logger;
@@ -444,6 +449,7 @@ class Server implements JwServer {
     });
 
     this.#shutdown = async () => {
+      await this.#ssdp?.stop();
       await this.#cluster?.leave(2000);
       gateway.close();
       dispatcher.close();
@@ -458,6 +464,35 @@ class Server implements JwServer {
         clearTimeout(deadline);
       }
     };
+  }
+
+  /** Starts LAN discovery when `cluster.ssdp.enabled`: every server found is joined. */
+  async startSsdp(config: ServerConfig, clock: Clock, random: Random): Promise<void> {
+    const c = config.cluster.ssdp;
+    const cluster = this.#cluster;
+    if (!c.enabled || !cluster || !this.#keyring || !this.gossip) return;
+    this.#ssdp = await startSsdp({
+      serverId: this.id,
+      cluster: this.#keyring.cluster,
+      gossip: this.gossip,
+      group: c.group,
+      port: c.port,
+      interface: c.interface,
+      intervalMs: c.interval,
+      clock,
+      random,
+      logger: this.#logger.child("ssdp"),
+      ...keyringSsdpAuth(this.#keyring),
+      onPeer: (address) => {
+        if (this.#closing) return;
+        cluster.join([address]).catch((err) =>
+          this.#logger.warn("cannot join a server found on the LAN", {
+            address,
+            error: (err as Error).message,
+          })
+        );
+      },
+    });
   }
 
   /** See ClusterView.ensureScript (server/http/app.ts). */

@@ -79,6 +79,21 @@ export const ServerConfig = z.object({
       /** A name server "host:port" to ask instead of the system's (tests). */
       nameServer: z.string().optional(),
     }).strict().optional(),
+    /**
+     * Find the other servers of this cluster on the LAN by UDP multicast (SSDP-style signed
+     * announcements), without seeds. Off by default.
+     */
+    ssdp: z.object({
+      enabled: z.boolean().default(false),
+      /** Multicast group. Default "239.255.255.250". */
+      group: z.string().default("239.255.255.250"),
+      /** UDP port. Default 1900. */
+      port: z.number().int().min(1).max(65535).default(1900),
+      /** IPv4 address of the interface to use. Default: every IPv4 interface. */
+      interface: z.string().optional(),
+      /** How often this server announces itself. Default "10s". */
+      interval: Duration.prefault("10s"),
+    }).strict().prefault({}),
     /** SWIM timing (memberlist's LAN defaults). */
     probeInterval: Duration.prefault("1s"),
     probeTimeout: Duration.prefault("500ms"),

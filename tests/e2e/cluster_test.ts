@@ -4,6 +4,7 @@
  * agents and commands, and noticing a server killed with SIGKILL and its return.
  */
 import assert from "node:assert/strict";
+import dgram from "node:dgram";
 import { generateKeyPair } from "../../shared/crypto/keys.ts";
 import { signScript } from "../../shared/crypto/script.ts";
 import type { ClusterMemberInfo } from "../../shared/protocol/mod.ts";
@@ -257,4 +258,17 @@ Deno.test("a script uploaded to one server is registered through another", async
     async () => (await s2.api.scripts()).length === 0 ? true : undefined,
     20_000,
   );
+});
+
+Deno.test("with SSDP on, servers on one LAN find each other without seeds", async () => {
+  // A free UDP port for the multicast group.
+  const probe = dgram.createSocket("udp4");
+  await new Promise<void>((resolve) => probe.bind(0, "127.0.0.1", resolve));
+  const port = probe.address().port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  const ssdp = { enabled: true, port, interface: "127.0.0.1", interval: "1s" };
+  await using l1 = await clusterServer("l1", { ssdp });
+  await using l2 = await clusterServer("l2", { ssdp });
+  await using l3 = await clusterServer("l3", { ssdp });
+  await converged([l1, l2, l3], ["l1", "l2", "l3"]);
 });
