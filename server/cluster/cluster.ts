@@ -20,11 +20,13 @@ import {
 import {
   decodeRecords,
   encodeRecords,
+  packState,
   type RecordKind,
   ReplicatedState,
   type ServerRecord,
   type StateChange,
   type StateRecord,
+  unpackState,
   type ValueOf,
 } from "./state.ts";
 import type { Transport } from "./transport.ts";
@@ -126,10 +128,10 @@ export function startCluster(options: ClusterOptions): Cluster {
           logger.debug("dropped a bad state broadcast", { error: String(err) });
         }
       },
-      localState: () => encodeRecords(state.snapshot()),
+      localState: () => packState(state.snapshot()),
       mergeRemoteState(bytes) {
         try {
-          applyRemote(decodeRecords(bytes));
+          applyRemote(unpackState(bytes));
         } catch (err) {
           logger.warn("dropped a bad state exchange", { error: String(err) });
         }

@@ -15,6 +15,7 @@
  * @module
  */
 import { decode, encode } from "@msgpack/msgpack";
+import { deflateRawSync, inflateRawSync } from "node:zlib";
 import { z } from "zod";
 import type { Clock } from "../../shared/clock.ts";
 import { JwError } from "../../shared/errors.ts";
@@ -316,6 +317,41 @@ export class ReplicatedState {
 function keyOf(kind: RecordKind, id: string): string {
   return `${kind}\u0000${id}`;
 }
+
+/** Most bytes a packed state may inflate to (refuses compression bombs). */
+export const MAX_STATE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Encodes the whole state for a push-pull: msgpack, deflated (the records repeat their field
+ * names, so this is several times smaller), after a format byte.
+ */
+export function packState(records: readonly StateRecord[]): Uint8Array {
+  const deflated = deflateRawSync(encodeRecords(records));
+  const out = new Uint8Array(deflated.length + 1);
+  out[0] = PACKED_DEFLATE;
+  out.set(deflated, 1);
+  return out;
+}
+
+/**
+ * Decodes what {@link packState} made.
+ * @throws JwError `invalid_message` for an unknown format, a bad deflate stream, more than
+ *   {@link MAX_STATE_BYTES} once inflated, or bad records.
+ */
+export function unpackState(bytes: Uint8Array): StateRecord[] {
+  if (bytes[0] !== PACKED_DEFLATE) {
+    throw new JwError("invalid_message", `unknown state format ${bytes[0]}`);
+  }
+  let raw: Uint8Array;
+  try {
+    raw = inflateRawSync(bytes.subarray(1), { maxOutputLength: MAX_STATE_BYTES });
+  } catch (err) {
+    throw new JwError("invalid_message", `state does not inflate: ${(err as Error).message}`);
+  }
+  return decodeRecords(raw);
+}
+
+const PACKED_DEFLATE = 1;
 
 /** Encodes records for gossip (one broadcast) or push-pull (the whole state). */
 export function encodeRecords(records: readonly StateRecord[]): Uint8Array {

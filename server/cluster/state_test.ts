@@ -7,9 +7,11 @@ import {
   compareHlc,
   decodeRecords,
   encodeRecords,
+  packState,
   ReplicatedState,
   type StateChange,
   type StateRecord,
+  unpackState,
 } from "./state.ts";
 
 const agent = (id: string, server: string, connected = true): AgentRecord => ({
@@ -155,5 +157,26 @@ Deno.test("encodeRecords/decodeRecords round-trip and refuse garbage", () => {
     ]
   ) {
     assert.throws(() => decodeRecords(bytes), (e) => isJwError(e, "invalid_message"));
+  }
+});
+
+Deno.test("packState() deflates the whole state and unpackState() refuses bad input", () => {
+  const s = new ReplicatedState({ node: "s1", clock: new FakeClock() });
+  for (let i = 0; i < 20; i++) {
+    s.set("server", `srv-${i}`, {
+      id: `srv-${i}`,
+      gossip: `127.0.0.1:${40000 + i}`,
+      url: `http://127.0.0.1:${41000 + i}`,
+      health: 0,
+    });
+  }
+  const records = s.snapshot();
+  const packed = packState(records);
+  assert.deepEqual(unpackState(packed), records);
+  assert.ok(packed.length * 3 < encodeRecords(records).length, "at least 3× smaller");
+  for (
+    const bad of [new Uint8Array([9, 1, 2]), new Uint8Array([1, 0xff, 0xee]), new Uint8Array()]
+  ) {
+    assert.throws(() => unpackState(bad), (e) => isJwError(e, "invalid_message"));
   }
 });
