@@ -5,6 +5,15 @@
  * @module
  */
 import type { DensityRow } from "./density.ts";
+import {
+  GOSSIP_METRICS,
+  GOSSIP_SYSTEMS,
+  type GossipFigures,
+  type GossipMetric,
+  type GossipResults,
+  type GossipRow,
+  type GossipSample,
+} from "./gossip.ts";
 import { readProcFile } from "./_proc.ts";
 import type { FanoutRow, FanoutSample, JwProfiles } from "./fanout.ts";
 import { type ProfileSummary, summarizeProfile } from "./_profile.ts";
@@ -14,6 +23,10 @@ import { median } from "./_stats.ts";
 /** Where the generated block starts and ends in docs/benchmarks.md. */
 export const BEGIN_MARK = "<!-- bench:generated:begin (bench/main.ts rewrites this block) -->";
 export const END_MARK = "<!-- bench:generated:end -->";
+/** Where the gossip benchmark's generated block starts and ends. */
+export const GOSSIP_BEGIN_MARK =
+  "<!-- bench:gossip:begin (bench/main.ts rewrites this block when the gossip bench runs) -->";
+export const GOSSIP_END_MARK = "<!-- bench:gossip:end -->";
 
 /** The machine and software a run was made on. */
 export interface MachineInfo {
@@ -50,6 +63,7 @@ export interface Results {
   density?: DensityRow[];
   fanout?: FanoutRow[];
   profiles?: JwProfiles;
+  gossip?: GossipResults;
 }
 
 /** Reads the machine description. */
@@ -225,6 +239,14 @@ export function ratioLine(results: Results): string {
           .join(" "),
     );
   }
+  if (results.gossip?.rows.length) {
+    parts.push(
+      "gossip jw/serf join/kill-9/left/not-alive/bytes " +
+        results.gossip.rows.map((r) =>
+          `${r.nodes}=${GOSSIP_METRICS.map((m) => x(r.ratio[m])).join("/")}`
+        ).join(" "),
+    );
+  }
   return `ratios: ${parts.join("; ")}`;
 }
 
@@ -322,6 +344,161 @@ export function verdicts(results: Results): Verdict[] {
   return out;
 }
 
+/** How each gossip target figure is named in tables and verdicts. */
+const GOSSIP_LABELS: Record<GossipMetric, string> = {
+  joinMs: "join convergence",
+  failedMs: "kill -9 detection",
+  leftMs: "graceful leave, shown as left everywhere",
+  notAliveMs: "graceful leave, no longer alive anywhere",
+  bytes: "bytes per node per second",
+};
+
+const seconds = (v: number) => (Number.isFinite(v) ? (v / 1000).toFixed(2) : "–");
+const whole = (v: number) => (Number.isFinite(v) ? v.toFixed(0) : "–");
+const oneDecimal = (v: number) => (Number.isFinite(v) ? v.toFixed(1) : "–");
+
+/** A gossip figure in its unit: seconds for times, whole bytes otherwise. */
+function gossipValue(metric: keyof GossipFigures, v: number): string {
+  if (metric.endsWith("Ms")) return seconds(v);
+  return metric === "udpPackets" ? oneDecimal(v) : whole(v);
+}
+
+/** "median (min–max)" over the runs, or just the value for a single run. */
+function spread(sample: GossipSample, metric: keyof GossipFigures): string {
+  const med = gossipValue(metric, sample.median[metric]);
+  const runs = sample.runs.filter((r) => Number.isFinite(r[metric])).length;
+  if (runs < 2) return med;
+  return `${med} (${gossipValue(metric, sample.min[metric])}–${
+    gossipValue(metric, sample.max[metric])
+  })`;
+}
+
+/** The gossip table: one row per system and N, medians with their range. */
+export function gossipTable(rows: GossipRow[]): string {
+  const body: string[][] = [];
+  for (const row of rows) {
+    for (const system of GOSSIP_SYSTEMS) {
+      const sample = row[system];
+      body.push([
+        `${system} @ ${row.nodes}`,
+        spread(sample, "joinMs"),
+        spread(sample, "failedMs"),
+        spread(sample, "leftMs"),
+        spread(sample, "notAliveMs"),
+        spread(sample, "bytes"),
+        gossipValue("ipBytes", sample.median.ipBytes),
+        gossipValue("udpPackets", sample.median.udpPackets),
+        gossipValue("udpPayloadMean", sample.median.udpPayloadMean),
+        gossipValue("tcpBytes", sample.median.tcpBytes),
+        gossipValue("tcpBytesPerConnection", sample.median.tcpBytesPerConnection),
+      ]);
+    }
+  }
+  return table([
+    "system @ nodes",
+    "join s",
+    "kill -9 → failed s",
+    "leave → left s",
+    "leave → not alive s",
+    "B/node/s",
+    "IP B/node/s",
+    "UDP pkt/node/s",
+    "B/UDP pkt",
+    "TCP B/node/s",
+    "B/TCP conn",
+  ], body);
+}
+
+/** The jw/serf ratio of each target figure at each N. */
+export function gossipRatioTable(rows: GossipRow[]): string {
+  return table(
+    ["nodes", "join", "kill -9", "left", "not alive", "B/node/s"],
+    rows.map((r) => [String(r.nodes), ...GOSSIP_METRICS.map((m) => x(r.ratio[m]))]),
+  );
+}
+
+/** One verdict per gossip figure: jw/serf ≤ 1.0 at every N, and by how much it is missed. */
+export function gossipVerdicts(gossip: GossipResults): Verdict[] {
+  return GOSSIP_METRICS.map((metric) => {
+    const measured = gossip.rows.filter((r) => Number.isFinite(r.ratio[metric]));
+    const unit = metric === "bytes" ? " B/node/s" : " s";
+    const value = (v: number) => gossipValue(metric, v) + unit;
+    const detail = measured.map((r) => {
+      const jw = r.jw.median[metric];
+      const serf = r.serf.median[metric];
+      const percent = (r.ratio[metric] - 1) * 100;
+      const over = r.ratio[metric] > 1
+        ? `; ${metric === "bytes" ? `${whole(jw - serf)} B/node/s` : `${whole(jw - serf)} ms`} (${
+          percent.toFixed(percent < 10 ? 1 : 0)
+        }%) over`
+        : "";
+      return `${r.nodes}: ${x(r.ratio[metric])} (jw ${value(jw)} vs serf ${value(serf)}${over})`;
+    }).join("; ");
+    return {
+      target: `Gossip ${GOSSIP_LABELS[metric]}: jw/serf ≤ 1.0 at every N`,
+      met: measured.length ? measured.every((r) => r.ratio[metric] <= 1) : undefined,
+      detail: detail || "not measured",
+    };
+  });
+}
+
+/** The gossip part of the terminal report. */
+function gossipText(gossip: GossipResults): string {
+  return [
+    `Gossip (jw server cluster vs serf ${gossip.serf}; median (min–max) of ${gossip.repeats} ` +
+    `run${gossip.repeats === 1 ? "" : "s"})`,
+    gossipTable(gossip.rows),
+    "",
+    "jw/serf",
+    gossipRatioTable(gossip.rows),
+  ].join("\n");
+}
+
+/** The generated gossip block of docs/benchmarks.md. */
+export function renderGossipMarkdown(results: Results & { gossip: GossipResults }): string {
+  const { machine: m, gossip: g } = results;
+  const polls = Object.entries(g.pollMs).map(([nodes, ms]) => `${ms} ms at ${nodes}`).join(", ");
+  const lines = [
+    GOSSIP_BEGIN_MARK,
+    "",
+    `### Latest gossip run (${m.date}${results.settings.quick ? ", quick" : ""})`,
+    "",
+    `- Machine: ${m.cpus} × ${m.cpuModel}, ${
+      m.memoryGiB.toFixed(1)
+    } GiB memory, Linux ${m.kernel}; ` +
+    `load average ${m.load} at the start.`,
+    `- Software: Deno ${m.deno}, serf ${g.serf}, ${g.tcpdump}.`,
+    `- Nodes (N): ${g.rows.map((r) => r.nodes).join(", ")}; ${g.repeats} run${
+      g.repeats === 1 ? "" : "s"
+    } per N, each figure the **median** (range in parentheses); both systems with memberlist's ` +
+    "LAN timing (probe 1 s, probe timeout 500 ms, suspicion multiplier 4, gossip 200 ms, " +
+    "push-pull 30 s).",
+    `- Membership polled on every observing node every ${polls}. ` +
+    (g.captureMs > 0
+      ? `Traffic: ${g.repeats} consecutive capture windows of ${g.captureMs / 1000} s on ` +
+        `clusters that had run for at least ${g.trafficAfterMs / 1000} s, with nothing else ` +
+        `running and nothing polled; ${g.dropped} packets dropped by the kernel.`
+      : "Traffic not captured."),
+    "",
+    gossipTable(g.rows),
+    "",
+    "jw/serf (≤ 1.0 is the target):",
+    "",
+    gossipRatioTable(g.rows),
+    "",
+    "#### Gossip targets",
+    "",
+    verdictLines(gossipVerdicts(g)),
+    "",
+    "```",
+    ratioLine({ machine: results.machine, settings: results.settings, gossip: g }),
+    "```",
+    "",
+    GOSSIP_END_MARK,
+  ];
+  return lines.join("\n");
+}
+
 function verdictLines(vs: Verdict[]): string {
   return vs.map((v) =>
     `- **${
@@ -367,7 +544,12 @@ export function renderText(results: Results): string {
   if (results.fanout) {
     parts.push("Fan-out (all agents, one command)\n" + fanoutTable(results.fanout));
   }
-  parts.push("Targets\n" + verdictLines(verdicts(results)));
+  if (results.gossip) parts.push(gossipText(results.gossip));
+  const targets = [
+    ...(results.density || results.fanout ? verdicts(results) : []),
+    ...(results.gossip ? gossipVerdicts(results.gossip) : []),
+  ];
+  parts.push("Targets\n" + verdictLines(targets));
   if (results.profiles) {
     const p = results.profiles;
     parts.push(
@@ -435,7 +617,7 @@ export function renderMarkdown(results: Results): string {
     );
   }
   lines.push("### Targets", "", verdictLines(verdicts(results)), "");
-  lines.push("```", ratioLine(results), "```", "");
+  lines.push("```", ratioLine({ ...results, gossip: undefined }), "```", "");
   if (results.profiles) {
     const p = results.profiles;
     lines.push(
@@ -458,27 +640,35 @@ const DEFAULT_DOC = `# Benchmarks
 
 How many agents one \`jw server\` holds and how fast a command reaches all of them and comes back,
 measured side by side with NATS (\`nats-server\` from Debian, npm \`nats\` clients) and with the
-runtime's floor (a bare \`Deno.serve\` WebSocket server), on the same machine, in one run.
-Run it with \`npx -y deno@2.9.6 task bench\` (about 5 minutes on the 2-core machine; \`--quick\`
-for a smoke run in under a minute, \`--help\` for the flags). \`scripts/install-bench-deps.sh\` installs nats-server.
+runtime's floor (a bare \`Deno.serve\` WebSocket server), on the same machine, in one run; and
+how a cluster of \`jw server\`s gossips next to a cluster of Serf agents.
+Run it with \`npx -y deno@2.9.6 task bench\` (about 15 minutes on the 2-core machine; \`--quick\`
+for a smoke run, \`--help\` for the flags). \`scripts/install-bench-deps.sh\` installs nats-server,
+serf and tcpdump.
 
 `;
 
 /**
- * Writes `block` into `path`, replacing the previous generated block and keeping everything
- * else; creates the file with a short header when missing.
+ * Writes `block` into `path`, replacing the previous block between `marks` (default: the
+ * main generated block) and keeping everything else; a block not yet in the file is added
+ * at its end. Creates the file with a short header when missing.
  */
-export async function writeDoc(path: string, block: string): Promise<void> {
+export async function writeDoc(
+  path: string,
+  block: string,
+  marks: readonly [string, string] = [BEGIN_MARK, END_MARK],
+): Promise<void> {
+  const [beginMark, endMark] = marks;
   let text: string;
   try {
     text = await Deno.readTextFile(path);
   } catch {
-    text = DEFAULT_DOC + BEGIN_MARK + "\n" + END_MARK + "\n";
+    text = DEFAULT_DOC + beginMark + "\n" + endMark + "\n";
   }
-  const begin = text.indexOf(BEGIN_MARK);
-  const end = text.indexOf(END_MARK);
+  const begin = text.indexOf(beginMark);
+  const end = text.indexOf(endMark);
   const next = begin >= 0 && end > begin
-    ? text.slice(0, begin) + block + text.slice(end + END_MARK.length)
+    ? text.slice(0, begin) + block + text.slice(end + endMark.length)
     : text.trimEnd() + "\n\n" + block + "\n";
   await Deno.writeTextFile(path, next);
 }

@@ -1,10 +1,19 @@
 import assert from "node:assert/strict";
 import type { DensityRow, DensitySample } from "./density.ts";
 import type { FanoutRow, FanoutSample } from "./fanout.ts";
+import { type GossipFigures, type GossipResults, summarizeRuns } from "./gossip.ts";
 import {
   BEGIN_MARK,
   END_MARK,
+  GOSSIP_BEGIN_MARK,
+  GOSSIP_END_MARK,
+  gossipTable,
+  gossipVerdicts,
   marginalMemory,
+  ratioLine,
+  renderGossipMarkdown,
+  renderMarkdown,
+  renderText,
   type Results,
   table,
   verdicts,
@@ -148,6 +157,90 @@ Deno.test("writeDoc() replaces only the generated block", async () => {
     assert.doesNotMatch(updated, /first/);
     assert.match(updated, /second/);
     assert.match(updated, /## Analysis\n\nwritten by hand/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+function figures(joinMs: number, bytes: number): GossipFigures {
+  return {
+    joinMs,
+    failedMs: 6000,
+    leftMs: 300,
+    notAliveMs: 200,
+    bytes,
+    ipBytes: bytes + 60,
+    udpPackets: 2,
+    udpPayloadMean: bytes / 2,
+    tcpBytes: 0,
+    tcpBytesPerConnection: NaN,
+  };
+}
+
+function gossip(): GossipResults {
+  const jw = summarizeRuns("jw", 5, [figures(200, 450), figures(240, 470), figures(220, 460)]);
+  const serf = summarizeRuns("serf", 5, [figures(100, 230), figures(120, 230)]);
+  return {
+    serf: "0.9.4",
+    tcpdump: "tcpdump version 4.99.3",
+    repeats: 3,
+    captureMs: 35_000,
+    trafficAfterMs: 60_000,
+    pollMs: { 5: 25 },
+    dropped: 0,
+    rows: [{
+      nodes: 5,
+      jw,
+      serf,
+      ratio: { joinMs: 2, failedMs: 1, leftMs: 1, notAliveMs: 1, bytes: 2 },
+    }],
+  };
+}
+
+Deno.test("gossipTable() shows the median with its range, per system", () => {
+  const text = gossipTable(gossip().rows);
+  assert.match(text, /\| jw @ 5 +\| +0\.22 \(0\.20–0\.24\) \|/);
+  assert.match(text, /\| serf @ 5 +\| +0\.11 \(0\.10–0\.12\) \|/);
+  assert.match(text, /460 \(450–470\)/);
+});
+
+Deno.test("gossipVerdicts() says by how much each ratio is over 1.0", () => {
+  const vs = new Map(gossipVerdicts(gossip()).map((v) => [v.target, v]));
+  const join = vs.get("Gossip join convergence: jw/serf ≤ 1.0 at every N")!;
+  assert.equal(join.met, false);
+  assert.match(join.detail, /5: 2\.00× \(jw 0\.22 s vs serf 0\.11 s; 110 ms \(100%\) over\)/);
+  assert.equal(vs.get("Gossip kill -9 detection: jw/serf ≤ 1.0 at every N")!.met, true);
+  const bytes = vs.get("Gossip bytes per node per second: jw/serf ≤ 1.0 at every N")!;
+  assert.match(bytes.detail, /230 B\/node\/s \(100%\) over/);
+});
+
+Deno.test("the gossip report has its own block; the main block keeps its ratio line", () => {
+  const all = { ...results(), gossip: gossip() };
+  assert.match(ratioLine(all), /gossip jw\/serf join\/kill-9\/left\/not-alive\/bytes 5=2\.00×/);
+  assert.doesNotMatch(renderMarkdown(all), /gossip/);
+  const block = renderGossipMarkdown(all);
+  assert.ok(block.startsWith(GOSSIP_BEGIN_MARK) && block.endsWith(GOSSIP_END_MARK));
+  assert.match(block, /3 runs per N, each figure the \*\*median\*\*/);
+  // A gossip-only run lists only the gossip targets.
+  const { density: _d, fanout: _f, ...gossipOnly } = all;
+  const text = renderText(gossipOnly);
+  assert.match(text, /Gossip join convergence/);
+  assert.doesNotMatch(text, /Memory per idle/);
+});
+
+Deno.test("writeDoc() with the gossip marks leaves the main block alone", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/benchmarks.md`;
+    await writeDoc(path, `${BEGIN_MARK}\nmain\n${END_MARK}`);
+    const marks = [GOSSIP_BEGIN_MARK, GOSSIP_END_MARK] as const;
+    await writeDoc(path, `${GOSSIP_BEGIN_MARK}\ngossip one\n${GOSSIP_END_MARK}`, marks);
+    await writeDoc(path, `${GOSSIP_BEGIN_MARK}\ngossip two\n${GOSSIP_END_MARK}`, marks);
+    const text = await Deno.readTextFile(path);
+    assert.match(text, /main/);
+    assert.doesNotMatch(text, /gossip one/);
+    assert.match(text, /gossip two/);
+    assert.equal(text.split(GOSSIP_BEGIN_MARK).length, 2);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

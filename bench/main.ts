@@ -1,7 +1,9 @@
 /**
- * `deno task bench`: density, then fan-out, then (full runs) a CPU profile of the jw server;
- * prints a table per benchmark, the performance targets and a final line of ratios, and
- * rewrites the generated block of docs/benchmarks.md.
+ * `deno task bench`: density, then fan-out, then (full runs) a CPU profile of the jw server,
+ * then gossip (a jw server cluster next to a serf cluster); prints a table per benchmark,
+ * the performance targets and a final line of ratios, and rewrites the generated blocks of
+ * docs/benchmarks.md (the main block when density or fan-out ran, the gossip block when
+ * gossip ran).
  *
  * @module
  */
@@ -9,9 +11,13 @@ import { parseArgs } from "node:util";
 import denoJson from "../deno.json" with { type: "json" };
 import { runDensity } from "./density.ts";
 import { type FanoutOptions, type JwProfiles, profileJw, runFanout } from "./fanout.ts";
+import { runGossip } from "./gossip.ts";
 import { stopAll } from "./_proc.ts";
 import {
+  GOSSIP_BEGIN_MARK,
+  GOSSIP_END_MARK,
   machineInfo,
+  renderGossipMarkdown,
   renderMarkdown,
   renderText,
   type Results,
@@ -24,8 +30,10 @@ const USAGE = `Usage: deno task bench [options]
 
 Benchmarks jw server against nats-server and a bare Deno WebSocket server (the floor):
 density (memory and idle CPU per connected agent, handshakes/s) and fan-out (one command
-to all N agents, p50/p99 round trip, server CPU per round). Needs nats-server
-(scripts/install-bench-deps.sh).
+to all N agents, p50/p99 round trip, server CPU per round); and a cluster of jw servers
+against a cluster of serf agents: gossip (join convergence, kill -9 detection, graceful
+leave, gossip bytes per node per second). Needs nats-server, serf and tcpdump, and root
+for the capture (scripts/install-bench-deps.sh).
 
 Options:
   --n LIST            agent counts, default 1000,5000,10000
@@ -35,13 +43,18 @@ Options:
   --concurrency N     connects in flight per worker, default 100
   --settle MS         wait before the density memory reading, default 5000
   --idle MS           idle CPU window, default 10000
-  --only NAME         density or fanout
+  --only NAME         density, fanout or gossip
+  --gossip-n LIST     gossip cluster sizes, default 5,10,20
+  --gossip-repeats N  gossip runs per cluster size (the median is reported), default 3
+  --gossip-capture S  gossip traffic capture window in seconds, default 35; 0 skips the
+                      capture (tcpdump needs root or CAP_NET_RAW)
   --no-profile        skip the CPU profile pass of the jw server
   --out FILE          where to write the report, default docs/benchmarks.md
   --no-write          do not write a report file
   --keep              keep the scratch directory (logs, .cpuprofile files)
-  --quick             smoke run: N 200,500, 5 rounds, 1 warm-up, short windows, no profile,
-                      no report file unless --out is given`;
+  --quick             smoke run: N 200,500, 5 rounds, 1 warm-up, short windows, no profile;
+                      gossip at 5 nodes, 1 run, a 10 s capture without waiting for the
+                      steady state; no report file unless --out is given`;
 
 function int(name: string, text: string | undefined, fallback: number): number {
   if (text === undefined) return fallback;
@@ -62,6 +75,9 @@ async function main(): Promise<number> {
       settle: { type: "string" },
       idle: { type: "string" },
       only: { type: "string" },
+      "gossip-n": { type: "string" },
+      "gossip-repeats": { type: "string" },
+      "gossip-capture": { type: "string" },
       "no-profile": { type: "boolean" },
       out: { type: "string" },
       "no-write": { type: "boolean" },
@@ -81,9 +97,19 @@ async function main(): Promise<number> {
     if (!Number.isInteger(v) || v < 1) throw new Error(`--n: bad count "${s}"`);
     return v;
   });
-  if (values.only && values.only !== "density" && values.only !== "fanout") {
-    throw new Error("--only must be density or fanout");
+  const only = values.only;
+  if (only && only !== "density" && only !== "fanout" && only !== "gossip") {
+    throw new Error("--only must be density, fanout or gossip");
   }
+  const runs = (name: "density" | "fanout" | "gossip") => only === undefined || only === name;
+  const gossipCounts = (values["gossip-n"] ?? (quick ? "5" : "5,10,20")).split(",").map((s) => {
+    const v = Number(s.trim());
+    if (!Number.isInteger(v) || v < 3) throw new Error(`--gossip-n: bad cluster size "${s}"`);
+    return v;
+  });
+  const gossipRepeats = int("gossip-repeats", values["gossip-repeats"], quick ? 1 : 3);
+  const gossipCaptureS = int("gossip-capture", values["gossip-capture"], quick ? 10 : 35);
+  if (gossipRepeats < 1) throw new Error("--gossip-repeats must be at least 1");
   const settings: RunSettings = {
     quick,
     counts,
@@ -98,7 +124,7 @@ async function main(): Promise<number> {
   const out = values["no-write"]
     ? undefined
     : values.out ?? (quick ? undefined : "docs/benchmarks.md");
-  const profile = !quick && !values["no-profile"] && values.only !== "density";
+  const profile = !quick && !values["no-profile"] && runs("fanout");
 
   const natsClient = denoJson.imports.nats.replace(/^npm:nats@/, "");
   const results: Results = {
@@ -110,7 +136,7 @@ async function main(): Promise<number> {
   const started = performance.now();
   log(`bench: scratch directory ${dir}`);
   try {
-    if (values.only !== "fanout") {
+    if (runs("density")) {
       results.density = await runDensity({
         counts,
         workers: settings.workers,
@@ -131,7 +157,7 @@ async function main(): Promise<number> {
       dir,
       log,
     };
-    if (values.only !== "density") results.fanout = await runFanout(fanoutOptions);
+    if (runs("fanout")) results.fanout = await runFanout(fanoutOptions);
     if (profile) {
       const agents = Math.max(...counts);
       const profiles: JwProfiles = await profileJw(agents, settings.rounds, fanoutOptions);
@@ -139,6 +165,18 @@ async function main(): Promise<number> {
       await Deno.writeTextFile(`${dir}/connect.cpuprofile`, JSON.stringify(profiles.connect));
       await Deno.writeTextFile(`${dir}/fanout.cpuprofile`, JSON.stringify(profiles.fanout));
       log(`bench: profiles in ${dir}/connect.cpuprofile and ${dir}/fanout.cpuprofile`);
+    }
+    if (runs("gossip")) {
+      results.gossip = await runGossip({
+        counts: gossipCounts,
+        repeats: gossipRepeats,
+        captureMs: gossipCaptureS * 1000,
+        capture: gossipCaptureS > 0,
+        // A smoke run does not wait for the traffic clusters to reach their steady state.
+        trafficAfterMs: quick ? 0 : undefined,
+        dir,
+        log,
+      });
     }
   } finally {
     await stopAll();
@@ -154,7 +192,13 @@ async function main(): Promise<number> {
   log(`bench: finished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   console.log(renderText(results));
   if (out) {
-    await writeDoc(out, renderMarkdown(results));
+    if (results.density || results.fanout) await writeDoc(out, renderMarkdown(results));
+    if (results.gossip) {
+      await writeDoc(out, renderGossipMarkdown({ ...results, gossip: results.gossip }), [
+        GOSSIP_BEGIN_MARK,
+        GOSSIP_END_MARK,
+      ]);
+    }
     log(`bench: wrote ${out}`);
   }
   return 0;
