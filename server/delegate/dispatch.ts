@@ -298,26 +298,14 @@ class DispatcherImpl implements Dispatcher {
     }
     for (const agentId of agents) run.expect(agentId);
 
-    const frame: Command = { v: 1, id, type: "command", job };
-    if (request.meta !== undefined) frame.meta = request.meta;
-    // One encoding and one audit transaction for the whole fan-out.
-    const encoded = encodeFrame(frame);
-    const sent = { actor, action: "command.sent", key: request.job.key, args: request.job.args };
-    const records: AuditEvent[] = [];
-    for (const agentId of agents) {
-      const agent = registry.get(agentId);
-      try {
-        if (!agent) throw new JwError("closed", "agent disconnected before the command was sent");
-        agent.sendEncoded(encoded);
-        records.push({ ...sent, target: agentId, outcome: "ok" });
-      } catch (err) {
-        const e = toJwError(err);
-        records.push({ ...sent, target: agentId, outcome: "error", reason: e.message });
-        this.#logger.warn("command send failed", { agent: agentId, error: e.message });
-        run.settle(agentId, { status: "error", error: { code: "closed", message: e.message } });
-      }
-    }
-    (this.#options.defer ?? ((fn) => fn()))(() => audit.appendMany(records));
+    this.#fanOut(agents, { v: 1, id, type: "command", job, meta: request.meta }, {
+      actor,
+      key: request.job.key,
+      args: request.job.args,
+    }, (agentId, e) => {
+      this.#logger.warn("command send failed", { agent: agentId, error: e.message });
+      run.settle(agentId, { status: "error", error: { code: "closed", message: e.message } });
+    });
     if (this.#options.forward) {
       try {
         // Nobody has read `dispatched` yet: start() is synchronous.
@@ -358,32 +346,54 @@ class DispatcherImpl implements Dispatcher {
       });
       return [];
     }
-    const { registry, audit } = this.#options;
+    const { registry } = this.#options;
     const agents = registry.resolve(target);
     if (agents.length === 0) return [];
-    const frame: Command = { v: 1, id: command.id, type: "command", job: command.job };
-    if (command.meta !== undefined) frame.meta = command.meta;
+    return this.#fanOut(
+      agents,
+      { v: 1, id: command.id, type: "command", job: command.job, meta: command.meta },
+      { actor: command.actor, key: command.job.key, args: command.job.args },
+      () => {},
+      `via server:${via}`,
+    );
+  }
+
+  /**
+   * Sends one command frame (encoded once) to each agent and audits every send as
+   * `command.sent` in one deferred batch. `onFail` hears of each agent it could not reach.
+   * @returns the agents it was sent to.
+   */
+  #fanOut(
+    agents: readonly string[],
+    frame: Command,
+    sent: { actor: string; key: string; args: unknown },
+    onFail: (agentId: string, err: JwError) => void,
+    okReason?: string,
+  ): string[] {
+    if (frame.meta === undefined) delete frame.meta;
     const encoded = encodeFrame(frame);
-    const sent = {
-      actor: command.actor,
-      action: "command.sent",
-      key: command.job.key,
-      args: command.job.args,
-    };
+    const base = { ...sent, action: "command.sent" };
     const records: AuditEvent[] = [];
     const delivered: string[] = [];
     for (const agentId of agents) {
       try {
-        const agent = registry.get(agentId);
+        const agent = this.#options.registry.get(agentId);
         if (!agent) throw new JwError("closed", "agent disconnected before the command was sent");
         agent.sendEncoded(encoded);
         delivered.push(agentId);
-        records.push({ ...sent, target: agentId, outcome: "ok", reason: `via server:${via}` });
+        records.push({
+          ...base,
+          target: agentId,
+          outcome: "ok",
+          ...(okReason === undefined ? {} : { reason: okReason }),
+        });
       } catch (err) {
         const e = toJwError(err);
-        records.push({ ...sent, target: agentId, outcome: "error", reason: e.message });
+        records.push({ ...base, target: agentId, outcome: "error", reason: e.message });
+        onFail(agentId, e);
       }
     }
+    const audit = this.#options.audit;
     (this.#options.defer ?? ((fn) => fn()))(() => audit.appendMany(records));
     return delivered;
   }
