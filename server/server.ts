@@ -11,7 +11,7 @@ import type { ServerConfig } from "../shared/config/mod.ts";
 import { AuditLog, type DatabaseSync, openDatabase } from "../shared/db/mod.ts";
 import { JwError } from "../shared/errors.ts";
 import { verifySelfSigned } from "../shared/crypto/script.ts";
-import { sha256Text } from "../shared/protocol/mod.ts";
+import { type ScriptInfo, sha256Text } from "../shared/protocol/mod.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { cryptoRandom, type Random, randomId } from "../shared/random.ts";
 import { createAgentStore } from "./agents/agent_store.ts";
@@ -241,13 +241,7 @@ class Server implements JwServer {
       ...localScripts,
       put: (script, uploadedBy) => {
         const uploaded = localScripts.put(script, uploadedBy);
-        this.#cluster?.publish("script", `${script.header.name}@${script.header.version}`, {
-          name: script.header.name,
-          version: script.header.version,
-          sha256: script.sha256,
-          signer: script.signer,
-          holder: this.url,
-        });
+        this.#announceScript(uploaded.script);
         return uploaded;
       },
       delete: (name, version) => {
@@ -375,11 +369,6 @@ class Server implements JwServer {
       });
       this.#cluster = cluster;
       this.#peers = peers;
-      // This server's agents, as the cluster sees them.
-      registry.onChange((agentId) => {
-        const record = agentRecord(agentId);
-        if (record) cluster.publish("agent", agentId, record);
-      });
       const agentRecord = (agentId: string): AgentRecord | undefined => {
         const row = store.get(agentId);
         if (!row) return undefined;
@@ -393,16 +382,13 @@ class Server implements JwServer {
           lastSeen: live?.lastSeen ?? row.lastSeen ?? clock.now(),
         };
       };
+      // This server's agents, as the cluster sees them.
+      registry.onChange((agentId) => {
+        const record = agentRecord(agentId);
+        if (record) cluster.publish("agent", agentId, record);
+      });
       // Scripts held here, for the others; a script deleted elsewhere is deleted here too.
-      for (const info of localScripts.list()) {
-        cluster.publish("script", `${info.name}@${info.version}`, {
-          name: info.name,
-          version: info.version,
-          sha256: info.sha256,
-          signer: info.signer,
-          holder: this.url,
-        });
-      }
+      for (const info of localScripts.list()) this.#announceScript(info);
       cluster.onChange((change) => {
         if (change.kind !== "script" || !change.remote || change.value !== null) return;
         const gone = change.previous as ScriptRecord | null;
@@ -464,6 +450,17 @@ class Server implements JwServer {
         clearTimeout(deadline);
       }
     };
+  }
+
+  /** Tells the cluster this server holds a script (gossiped as a `script` record). */
+  #announceScript(info: ScriptInfo): void {
+    this.#cluster?.publish("script", `${info.name}@${info.version}`, {
+      name: info.name,
+      version: info.version,
+      sha256: info.sha256,
+      signer: info.signer,
+      holder: this.url,
+    });
   }
 
   /** Starts LAN discovery when `cluster.ssdp.enabled`: every server found is joined. */
