@@ -32,6 +32,9 @@ import { type SealedTransport, sealTransport } from "./cluster/seal.ts";
 import { resolveSeeds } from "./cluster/seeds.ts";
 import { keyringSsdpAuth, type Ssdp, startSsdp } from "./cluster/ssdp.ts";
 import type { AgentRecord, CommandRecord, ScriptRecord } from "./cluster/state.ts";
+import { type Handoff, startHandoff } from "./routing/handoff.ts";
+import { createPlacement } from "./routing/placement.ts";
+import { createSettledHealth } from "./routing/settled_health.ts";
 import { createScriptExpander } from "./scripts/expand.ts";
 import { createScriptStore, type ScriptStore } from "./scripts/store.ts";
 
@@ -189,6 +192,7 @@ class Server implements JwServer {
   readonly audit: AuditLog;
   readonly gossip?: string;
   readonly #cluster?: Cluster;
+  readonly #handoff: Handoff;
   readonly #peers?: PeerStore;
   readonly #keyring?: Keyring;
   #ssdp?: Ssdp;
@@ -284,6 +288,13 @@ class Server implements JwServer {
         }
         : undefined,
     });
+    const placement = createPlacement({
+      serverId: id,
+      url: () => this.url,
+      members: transport ? () => this.#cluster?.members() ?? [] : undefined,
+      clock,
+      maxHops: config.placement.maxHops,
+    });
     const gateway = createAgentGateway({
       serverId: id,
       limits: {
@@ -300,6 +311,10 @@ class Server implements JwServer {
       logger: logger.child("agents"),
       onAgentError: (agentId, ref, error) => dispatcher.rejected(agentId, ref, error),
       delivery: store,
+      placement: {
+        decide: (agentId, hints) => placement.decide(agentId, hints),
+        serversFrame: () => this.#handoff.serversFrame(),
+      },
     });
     const sockets = createDenoAgentSockets(gateway);
     const app = createApp({
@@ -358,6 +373,10 @@ class Server implements JwServer {
         clock,
         random,
         logger: logger.child("cluster"),
+        settleHealth: createSettledHealth({
+          riseMs: config.placement.healthRise,
+          fallMs: config.placement.healthFall,
+        }),
         memberlist: {
           probeInterval: config.cluster.probeInterval,
           probeTimeout: config.cluster.probeTimeout,
@@ -428,6 +447,19 @@ class Server implements JwServer {
         }
       });
     }
+    this.#handoff = startHandoff({
+      serverId: id,
+      placement,
+      agents: () => registry.live(),
+      clock,
+      random,
+      audit: this.audit,
+      logger: logger.child("placement"),
+      rate: config.placement.handoffRate,
+      spreadMs: config.placement.handoffSpread,
+      settleMs: config.placement.settle,
+      minAgeMs: config.placement.minAge,
+    });
     logger.info("listening", {
       id,
       url: this.url,
@@ -435,6 +467,7 @@ class Server implements JwServer {
     });
 
     this.#shutdown = async () => {
+      this.#handoff.stop();
       await this.#ssdp?.stop();
       await this.#cluster?.leave(2000);
       gateway.close();

@@ -80,7 +80,10 @@ class TestAgent implements AsyncDisposable {
     const challenge = await this.next("challenge") as unknown as Challenge;
     const jws = await signChallenge(keys.privateKey, challenge.header, challenge.payload);
     this.send({ v: 1, id: "r-1", type: "response", jws });
-    return await this.next("welcome");
+    const welcome = await this.next("welcome");
+    const servers = await this.next("servers");
+    assert.ok(Array.isArray(servers.servers) && servers.servers.length === 1, "lone server list");
+    return welcome;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

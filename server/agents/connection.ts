@@ -31,6 +31,7 @@ import { RELAYED_JSON, type RelayedWithJson, type ReplyBus, withAgent } from "..
 import type { Handshake, IssuedChallenge } from "./handshake.ts";
 import type { LiveAgent, Registry } from "./registry.ts";
 import type { AgentStore } from "./agent_store.ts";
+import type { Decision, PlacementHints } from "../routing/placement.ts";
 
 /** Close code for a failed or timed-out handshake. */
 export const CLOSE_HANDSHAKE_FAILED = 4001;
@@ -99,6 +100,16 @@ export interface ConnectionDeps {
    * connection.
    */
   delivery?: Pick<AgentStore, "delivery" | "saveDelivery">;
+  /**
+   * Where agents belong (server/routing/). With it, an authenticated agent that belongs to
+   * another server gets a `redirect` instead of a `welcome`, and a welcomed one gets the
+   * server list right after its welcome. Without it every agent is welcomed here.
+   */
+  placement?: {
+    decide(agentId: string, hints: PlacementHints): Decision;
+    /** The current `servers` frame, encoded. */
+    serversFrame(): string;
+  };
 }
 
 /**
@@ -156,6 +167,8 @@ class Connection implements AgentConnection {
   #claimedId?: string;
   /** The outbox stream named in `hello`. */
   #stream: string | null = null;
+  /** Placement hints from `hello`. */
+  #hints: PlacementHints = {};
   /** Highest `dseq` processed, and what of it is persisted / acknowledged. */
   #dseq = 0;
   #persistedDseq = 0;
@@ -284,6 +297,7 @@ class Connection implements AgentConnection {
         this.#helloTags = frame.tags;
         this.#claimedId = frame.agentId;
         this.#stream = frame.stream ?? null;
+        this.#hints = { hops: frame.hops ?? 0, avoid: frame.avoid ?? [] };
         const challenge = await this.#deps.handshake.issue(frame);
         if (this.#state !== "hello") {
           this.#deps.handshake.release(challenge);
@@ -305,6 +319,11 @@ class Connection implements AgentConnection {
         const verified = await this.#deps.handshake.verify(challenge, frame.jws);
         this.#challenge = undefined;
         if (this.#state !== "response") return;
+        const decision = this.#deps.placement?.decide(verified.agentId, this.#hints);
+        if (decision?.kind === "redirect") {
+          this.#redirect(verified.agentId, decision);
+          return;
+        }
         this.#becomeReady(verified.agentId, verified.kid, verified.pinned);
         return;
       }
@@ -318,6 +337,27 @@ class Connection implements AgentConnection {
     }
   }
 
+  /** Sends an authenticated agent to the server that owns it, and closes. */
+  #redirect(agentId: string, decision: Decision & { kind: "redirect" }): void {
+    this.#clearTimer();
+    this.#send({
+      v: 1,
+      id: randomId(this.#deps.random),
+      type: "redirect",
+      url: decision.server.url,
+      reason: decision.reason,
+    });
+    this.#deps.audit.append({
+      actor: `agent:${agentId}`,
+      action: "handshake.redirected",
+      target: agentId,
+      outcome: "ok",
+      reason: `to ${decision.server.id} at ${decision.server.url}: ${decision.reason}`,
+    });
+    this.#logger.debug("agent redirected", { agent: agentId, to: decision.server.id });
+    this.close(1000, "redirected");
+  }
+
   #becomeReady(agentId: string, kid: string, pinned: boolean): void {
     const { registry, audit, limits, serverId, random } = this.#deps;
     this.#clearTimer();
@@ -327,6 +367,7 @@ class Connection implements AgentConnection {
       version: this.#version,
       address: this.address,
       tags: this.#helloTags,
+      avoid: this.#hints.avoid,
       send: (frame) => this.#socket.send(encodeFrame(frame)),
       sendEncoded: (text) => this.#socket.send(text),
       close: (code, reason) => this.close(code, reason),
@@ -349,6 +390,14 @@ class Connection implements AgentConnection {
       heartbeatMs: limits.heartbeatMs,
       maxFrameBytes: limits.maxFrameBytes,
     });
+    const servers = this.#deps.placement?.serversFrame();
+    if (servers !== undefined) {
+      try {
+        this.#socket.send(servers);
+      } catch (err) {
+        this.#logger.debug("socket send failed", { address: this.address, error: String(err) });
+      }
+    }
   }
 
   #onReady(data: string | ArrayBuffer | Uint8Array): void {

@@ -28,6 +28,8 @@ export interface AgentSession {
    * (which only serve listings while the agent is away).
    */
   tags: TagMap;
+  /** Servers the agent said in `hello` it could not reach lately (placement honours them). */
+  avoid?: readonly string[];
   /** Sends one frame; throws when the socket is gone. */
   send(frame: ServerFrame): void;
   /** Sends one frame already encoded (one encoding shared by many agents); throws when gone. */
@@ -47,6 +49,8 @@ export interface LiveAgent {
   readonly lastSeen: number;
   readonly address: string;
   readonly version: string;
+  /** Servers the agent said in `hello` it could not reach lately. */
+  readonly avoid: readonly string[];
   /**
    * Sends one frame to the agent.
    * @throws when the socket is already closed.
@@ -97,6 +101,8 @@ export interface Registry {
   setTags(agent: LiveAgent, changes: Record<string, string | null>): Readonly<TagMap>;
   /** The live connection for `id`. */
   get(id: string): LiveAgent | undefined;
+  /** Every live connection, in no particular order. */
+  live(): IterableIterator<LiveAgent>;
   /** Ids of connected agents that `target` selects, sorted. */
   resolve(target: Target): string[];
   /** Every agent ever seen, live state over persisted state, sorted by id. */
@@ -130,6 +136,7 @@ class Live implements LiveAgent {
   lastSeen: number;
   readonly address: string;
   readonly version: string;
+  readonly avoid: readonly string[];
   readonly #session: AgentSession;
 
   constructor(session: AgentSession, tags: TagMap, now: number) {
@@ -139,6 +146,7 @@ class Live implements LiveAgent {
     this.lastSeen = now;
     this.address = session.address;
     this.version = session.version;
+    this.avoid = session.avoid ?? [];
     this.#session = session;
   }
 
@@ -262,6 +270,10 @@ class RegistryImpl implements Registry {
 
   get(id: string): LiveAgent | undefined {
     return this.#live.get(id);
+  }
+
+  live(): IterableIterator<LiveAgent> {
+    return this.#live.values();
   }
 
   resolve(target: Target): string[] {

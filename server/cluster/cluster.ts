@@ -43,6 +43,8 @@ export interface ClusterMember {
   incarnation: number;
   /** Its Lifeguard health score as last gossiped (0 = healthy); null when unknown. */
   health: number | null;
+  /** The health score agent placement uses (see ServerRecord.settled); null when unknown. */
+  settled: number | null;
   /** True for this server. */
   self: boolean;
 }
@@ -64,6 +66,11 @@ export interface ClusterOptions {
   healthIntervalMs?: number;
   /** Called when another server joins (or comes back): e.g. to remember its address. */
   onJoin?: (member: Member) => void;
+  /**
+   * Turns this server's raw health score into the one placement uses (called every health
+   * interval with the raw score and the time). Default: the raw score.
+   */
+  settleHealth?: (raw: number, now: number) => number;
 }
 
 /** A running cluster membership. */
@@ -167,19 +174,23 @@ export function startCluster(options: ClusterOptions): Cluster {
     );
   };
 
+  const settle = options.settleHealth ?? ((raw: number) => raw);
+  let settled = settle(list.healthScore(), options.clock.now());
   const selfRecord = (): ServerRecord => ({
     id: options.serverId,
     gossip: options.transport.address,
     url: options.url,
     health: list.healthScore(),
+    settled,
   });
   publish("server", options.serverId, selfRecord());
-  let announcedHealth = list.healthScore();
+  let announced = `${list.healthScore()}/${settled}`;
   const healthEvery = options.healthIntervalMs ?? 1000;
   let healthTimer = options.clock.setTimeout(function check() {
     const score = list.healthScore();
-    if (score !== announcedHealth) {
-      announcedHealth = score;
+    settled = settle(score, options.clock.now());
+    if (`${score}/${settled}` !== announced) {
+      announced = `${score}/${settled}`;
       publish("server", options.serverId, selfRecord());
     }
     healthTimer = options.clock.setTimeout(check, healthEvery);
@@ -209,6 +220,7 @@ export function startCluster(options: ClusterOptions): Cluster {
           state: m.state,
           incarnation: m.incarnation,
           health: m.name === options.serverId ? list.healthScore() : r?.health ?? null,
+          settled: m.name === options.serverId ? settled : r ? r.settled ?? r.health : null,
           self: m.name === options.serverId,
         });
       }

@@ -53,6 +53,11 @@ export const ServerRecord = z.object({
   url: z.string().max(2048),
   /** Lifeguard health score, 0 = healthy. */
   health: z.number().int().min(0).max(1000),
+  /**
+   * The health score agent placement uses: `health` after hysteresis (a change counts once
+   * it has lasted a while), so a flickering score does not move agents. Absent: `health`.
+   */
+  settled: z.number().int().min(0).max(1000).optional(),
 }).strict();
 export type ServerRecord = z.infer<typeof ServerRecord>;
 

@@ -101,6 +101,34 @@ export const ServerConfig = z.object({
     pushPullInterval: Duration.prefault("30s"),
     gossipInterval: Duration.prefault("200ms"),
   }).strict().prefault({}),
+  /**
+   * Where agents connect: each agent belongs to one server of the cluster, chosen by
+   * weighted rendezvous hashing over the live servers (shared/lrw.ts). A server redirects an
+   * agent that belongs elsewhere, and hands its agents over gradually when the cluster
+   * changes. A lone server keeps every agent.
+   */
+  placement: z.object({
+    /**
+     * Redirects an agent may have followed in a row; at this many a server welcomes it
+     * wherever it arrived (servers briefly disagreeing cannot bounce it). Default 3.
+     */
+    maxHops: z.number().int().min(0).max(16).default(3),
+    /** Most connected agents handed to another server per second. Default 50. */
+    handoffRate: z.number().positive().max(100_000).default(50),
+    /** Handed-off agents reconnect after a random wait up to this. Default "5s". */
+    handoffSpread: Duration.prefault("5s"),
+    /** A server must have been alive this long before agents are handed to it. Default "5s". */
+    settle: Duration.prefault("5s"),
+    /** An agent is not handed off sooner than this after it connected. Default "10s". */
+    minAge: Duration.prefault("10s"),
+    /**
+     * A worse health score counts for placement only after it has lasted this long, so a
+     * flickering score does not move agents. Default "10s".
+     */
+    healthRise: Duration.prefault("10s"),
+    /** A better health score counts for placement after it has lasted this long. Default "30s". */
+    healthFall: Duration.prefault("30s"),
+  }).strict().prefault({}),
   /** Log level on stderr: error, warn, info, debug. Default "info". */
   logLevel: LogLevelSetting.default("info"),
 }).strict();

@@ -92,6 +92,17 @@ export const Hello = z.object({
    * server knows whether `dseq` values continue from what it has seen.
    */
   stream: Id.optional(),
+  /**
+   * Redirects the agent followed in a row to get here. A server welcomes an agent that has
+   * reached its hop limit instead of redirecting it again, so disagreeing servers cannot
+   * bounce it forever.
+   */
+  hops: z.number().int().nonnegative().max(64).optional(),
+  /**
+   * Servers (ids) the agent could not reach lately. A server does not redirect it to one of
+   * these; it places the agent on the next-ranked server instead.
+   */
+  avoid: z.array(z.string().min(1).max(64)).max(32).optional(),
 }).strict();
 export type Hello = z.infer<typeof Hello>;
 
@@ -243,8 +254,35 @@ export const Redirect = z.object({
   type: z.literal("redirect"),
   url: z.string().url(),
   reason: z.string(),
+  /**
+   * Milliseconds to wait before connecting to `url`: a server handing many agents to
+   * another spreads their arrival. Default 0.
+   */
+  retryAfter: z.number().int().nonnegative().max(3_600_000).optional(),
 }).strict();
 export type Redirect = z.infer<typeof Redirect>;
+
+/** A server of the cluster as agents see it: enough to compute placement themselves. */
+export const ServerEntry = z.object({
+  id: z.string().min(1).max(64),
+  url: z.string().url(),
+  /** The health score placement uses (settled, see shared/lrw.ts); 0 is healthy. */
+  health: z.number().int().nonnegative(),
+}).strict();
+export type ServerEntry = z.infer<typeof ServerEntry>;
+
+/**
+ * The cluster's live servers, sent after the welcome and whenever they change. The agent
+ * keeps the list (also across restarts) and, when its server goes away, connects to its
+ * next-ranked server (`rank` in shared/lrw.ts) instead of starting over from its seeds.
+ */
+export const Servers = z.object({
+  v: Version,
+  id: Id,
+  type: z.literal("servers"),
+  servers: z.array(ServerEntry).max(1024),
+}).strict();
+export type Servers = z.infer<typeof Servers>;
 
 /**
  * The server has processed every reply up to `upTo` (a `dseq`): the agent may forget them.
@@ -285,6 +323,7 @@ export const serverToAgent = {
   challenge: Challenge,
   welcome: Welcome,
   redirect: Redirect,
+  servers: Servers,
   command: Command,
   ack: Ack,
   error: ErrorFrame,
@@ -293,6 +332,13 @@ export const serverToAgent = {
 /** Any frame an agent sends. */
 export type AgentFrame = Hello | ChallengeResponse | Output | Log | Alive | SetTag | ErrorFrame;
 /** Any frame a server sends. */
-export type ServerFrame = Challenge | Welcome | Redirect | Command | Ack | ErrorFrame;
+export type ServerFrame =
+  | Challenge
+  | Welcome
+  | Redirect
+  | Servers
+  | Command
+  | Ack
+  | ErrorFrame;
 /** A reply to a command. */
 export type Reply = Output | Log | SetTag;

@@ -10,6 +10,7 @@ import { signScript } from "../../shared/crypto/script.ts";
 import type { ClusterMemberInfo } from "../../shared/protocol/mod.ts";
 import {
   agentAudit,
+  agentOwnedBy,
   eventually,
   runJw,
   scratchDir,
@@ -90,21 +91,23 @@ Deno.test("five servers join by seed and agree on members, agents and commands",
   });
 
   await t.step("an agent on one server is listed by every server, with its server", async () => {
-    await using _agent = await startAgent(s3, "far-1", { tags: { role: "web" } });
+    const far1 = agentOwnedBy("s3", ["s1", "s2", "s3", "s4", "s5"], "far");
+    await using _agent = await startAgent(s3, far1, { tags: { role: "web" } });
     for (const server of [s1, s5]) {
-      await eventually(`far-1 listed by ${server.url}`, async () => {
-        const a = (await server.api.agents()).find((x) => x.id === "far-1");
+      await eventually(`${far1} listed by ${server.url}`, async () => {
+        const a = (await server.api.agents()).find((x) => x.id === far1);
         return a?.connected && a.server === "s3" ? a : undefined;
       }, 20_000);
     }
   });
 
   await t.step("a command given to one server reaches agents on another", async () => {
-    await using agent = await startAgent(s2, "far-2");
+    const far2 = agentOwnedBy("s2", ["s1", "s2", "s3", "s4", "s5"], "far");
+    await using agent = await startAgent(s2, far2);
     const r = await s5.client(
       "--json",
       "run",
-      "agent:far-2",
+      `agent:${far2}`,
       "exec.run",
       JSON.stringify({ cmd: "/bin/echo", args: ["through the cluster"] }),
     );
@@ -114,13 +117,13 @@ Deno.test("five servers join by seed and agree on members, agents and commands",
       "command.sent on s2",
       async () =>
         (await s2.api.audit({ action: "command.sent" })).find((e) =>
-          e.target === "far-2" && e.reason === "via server:s5"
+          e.target === far2 && e.reason === "via server:s5"
         ),
       20_000,
     );
     assert.equal(sent.actor, "operator:admin");
     await eventually(
-      "far-2 ran it",
+      `${far2} ran it`,
       () =>
         Promise.resolve(
           agentAudit(agent.dataDir).find((e) => e.action === "command.received"),
@@ -225,7 +228,8 @@ Deno.test("a script uploaded to one server is registered through another", async
   await using s1 = await clusterServer("c1");
   await using s2 = await clusterServer("c2", { seeds: [s1.gossip!] });
   await converged([s1, s2], ["c1", "c2"]);
-  await using agent = await startAgent(s2, "edge-1", {
+  const edge = agentOwnedBy("c2", ["c1", "c2"], "edge");
+  await using agent = await startAgent(s2, edge, {
     flags: ["--trust-signer", `${dir}/ops.pub`],
   });
   const text = await signScript(
@@ -238,11 +242,11 @@ Deno.test("a script uploaded to one server is registered through another", async
     const events: Record<string, unknown>[] = [];
     for await (
       const e of s2.api.run({
-        target: "agent:edge-1",
+        target: `agent:${edge}`,
         job: { key: "script.register", args: { name: "hello" } },
       })
     ) events.push(e as unknown as Record<string, unknown>);
-    const d = events.find((e) => e.done === true && e.agent === "edge-1");
+    const d = events.find((e) => e.done === true && e.agent === edge);
     return d && d.error === null ? d : undefined;
   }, 20_000);
   assert.equal((done.data as { name: string }).name, "hello");

@@ -9,6 +9,7 @@ import bcrypt from "bcryptjs";
 import { DatabaseSync } from "node:sqlite";
 import { AuditLog } from "../../shared/db/audit.ts";
 import { realClock } from "../../shared/clock.ts";
+import { owner } from "../../shared/lrw.ts";
 import { ApiClient } from "../../cli/_api.ts";
 import type { AgentInfo, AuditRecord } from "../../shared/protocol/operator.ts";
 import { type JsonLine, JwProcess, type JwResult, runJw } from "./process.ts";
@@ -197,6 +198,23 @@ export async function startAgent(
     );
   }
   return new TestAgent(id, proc, dataDir);
+}
+
+/**
+ * An agent id starting with `prefix` that weighted rendezvous hashing places on `serverId`
+ * when `serverIds` are all healthy, so a test can start an agent that stays where it is
+ * started.
+ */
+export function agentOwnedBy(
+  serverId: string,
+  serverIds: readonly string[],
+  prefix: string,
+): string {
+  const servers = serverIds.map((id) => ({ id, health: 0 }));
+  for (let i = 1; i < 10_000; i++) {
+    if (owner(`${prefix}-${i}`, servers)?.id === serverId) return `${prefix}-${i}`;
+  }
+  throw new Error(`no ${prefix}-N id lands on ${serverId}`);
 }
 
 /** An agent's own audit log, read from its sqlite file (newest first). */

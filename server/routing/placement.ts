@@ -1,0 +1,133 @@
+/**
+ * Which server an agent belongs to, as this server sees the cluster: weighted rendezvous
+ * hashing (shared/lrw.ts) over the servers that are alive or suspect and have announced a
+ * URL, weighted by their settled health scores.
+ *
+ * {@link Placement.decide} answers a handshake: welcome the agent here, or redirect it to
+ * its owner. The owner is the first server in the agent's rank that the agent has not named
+ * as unreachable (`avoid` in its hello) and that is not suspect (a server that may be dead
+ * gets no new agents); an agent that has already followed `maxHops` redirects in a row is
+ * welcomed wherever it arrives.
+ *
+ * @module
+ */
+import type { Clock } from "../../shared/clock.ts";
+import { rank } from "../../shared/lrw.ts";
+import type { ServerEntry } from "../../shared/protocol/mod.ts";
+import type { ClusterMember } from "../cluster/cluster.ts";
+
+/** A server placement may put agents on. */
+export interface PlacementServer {
+  id: string;
+  url: string;
+  /** Settled health score (0 = healthy). */
+  health: number;
+  /** Suspect servers keep their agents but get no new ones. */
+  suspect: boolean;
+  /** Since when (epoch ms) this server has been alive or suspect without a break, as seen here. */
+  since: number;
+}
+
+/** What to do with an agent. */
+export type Decision =
+  | { kind: "welcome"; reason: string }
+  | { kind: "redirect"; server: PlacementServer; reason: string };
+
+/** What the agent said in its hello that placement honours. */
+export interface PlacementHints {
+  /** Redirects the agent followed in a row to get here. */
+  hops?: number;
+  /** Servers the agent could not reach lately. */
+  avoid?: readonly string[];
+}
+
+/** Options for {@link createPlacement}. */
+export interface PlacementOptions {
+  /** This server's id. */
+  serverId: string;
+  /** This server's base URL (read when needed: it is known once the server listens). */
+  url: () => string;
+  /**
+   * The cluster as this server sees it. Without one (a lone server) this server is the only
+   * server, and every agent stays here.
+   */
+  members?: () => Pick<ClusterMember, "id" | "url" | "state" | "health" | "settled">[];
+  clock: Clock;
+  /** See `placement.maxHops` in the server config. */
+  maxHops: number;
+  /** How long a computed view is reused, ms. Default 250. */
+  cacheMs?: number;
+}
+
+/** Placement decisions for one server. */
+export interface Placement {
+  /** Welcome or redirect an agent at its handshake (or at a handoff check). */
+  decide(agentId: string, hints?: PlacementHints): Decision;
+  /** The servers agents may be placed on, sorted by id. */
+  servers(): PlacementServer[];
+  /** The same, as sent to agents in a `servers` frame. */
+  entries(): ServerEntry[];
+}
+
+/** Creates the placement for `serverId`. */
+export function createPlacement(options: PlacementOptions): Placement {
+  const cacheMs = options.cacheMs ?? 250;
+  const since = new Map<string, number>();
+  let view: PlacementServer[] = [];
+  let viewAt = -Infinity;
+
+  const refresh = (): PlacementServer[] => {
+    const now = options.clock.now();
+    if (now - viewAt < cacheMs) return view;
+    viewAt = now;
+    const next: PlacementServer[] = [];
+    const live = new Set<string>();
+    const members = options.members?.() ?? [{
+      id: options.serverId,
+      url: options.url(),
+      state: "alive" as const,
+      health: 0,
+      settled: 0,
+    }];
+    for (const m of members) {
+      if ((m.state !== "alive" && m.state !== "suspect") || !m.url) continue;
+      live.add(m.id);
+      if (!since.has(m.id)) since.set(m.id, now);
+      next.push({
+        id: m.id,
+        url: m.url,
+        health: m.settled ?? m.health ?? 0,
+        suspect: m.state === "suspect",
+        since: since.get(m.id)!,
+      });
+    }
+    for (const id of since.keys()) if (!live.has(id)) since.delete(id);
+    view = next.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return view;
+  };
+
+  return {
+    decide(agentId, hints = {}) {
+      const servers = refresh();
+      if (!servers.some((s) => s.id === options.serverId)) {
+        return { kind: "welcome", reason: "this server is not in its own cluster view yet" };
+      }
+      const avoid = new Set(hints.avoid ?? []);
+      avoid.delete(options.serverId);
+      for (const s of rank(agentId, servers)) {
+        if (s.id === options.serverId) return { kind: "welcome", reason: "owner" };
+        if (avoid.has(s.id) || s.suspect) continue;
+        if ((hints.hops ?? 0) >= options.maxHops) {
+          return {
+            kind: "welcome",
+            reason: `owner is ${s.id}, but the agent already followed ${hints.hops} redirects`,
+          };
+        }
+        return { kind: "redirect", server: s, reason: `owner is ${s.id}` };
+      }
+      return { kind: "welcome", reason: "no other server can take it" };
+    },
+    servers: refresh,
+    entries: () => refresh().map((s) => ({ id: s.id, url: s.url, health: s.health })),
+  };
+}
