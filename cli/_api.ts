@@ -38,10 +38,35 @@ export interface StreamFilter {
 export class ApiClient {
   readonly #base: string;
   readonly #auth: string;
+  readonly #options: ApiOptions;
 
   constructor(options: ApiOptions) {
+    this.#options = options;
     this.#base = options.server.replace(/^ws/, "http").replace(/\/+$/, "");
     this.#auth = "Basic " + base64Utf8(`${options.user}:${options.password ?? ""}`);
+  }
+
+  /** The server this client talks to. */
+  get server(): string {
+    return this.#base;
+  }
+
+  /** A client for another server of the cluster, with the same credentials. */
+  withServer(server: string): ApiClient {
+    return new ApiClient({ ...this.#options, server });
+  }
+
+  /**
+   * `GET /v1/runs/ID`: one server's part of a command — its `part` (or `dispatched`)
+   * event, the replies of the targets it handles so far and to come, then its summary.
+   * Waits up to `waitMs` for a command that has not reached that server yet.
+   */
+  async *follow(id: string, waitMs = 10_000, signal?: AbortSignal): AsyncGenerator<RunEvent> {
+    const res = await this.#fetch(
+      `/v1/runs/${encodeURIComponent(id)}?wait=${Math.min(30_000, Math.max(0, waitMs))}`,
+      { signal },
+    );
+    yield* ndjson<RunEvent>(res);
   }
 
   /** `GET /v1/agents`. */
@@ -145,16 +170,26 @@ export class ApiClient {
 
   async #fetch(path: string, init: RequestInit = {}): Promise<Response> {
     let res: Response;
-    try {
-      res = await fetch(this.#base + path, {
-        ...init,
-        headers: { ...init.headers as Record<string, string>, authorization: this.#auth },
-      });
-    } catch (err) {
-      if (init.signal?.aborted) throw err;
-      throw new JwError("not_connected", `cannot reach ${this.#base}: ${(err as Error).message}`, {
-        cause: err,
-      });
+    let url = this.#base + path;
+    // Redirects (another server streams that agent) are followed here, so the credentials
+    // go along to the server of the same cluster (fetch drops them across origins).
+    for (let hops = 0;; hops++) {
+      try {
+        res = await fetch(url, {
+          ...init,
+          redirect: "manual",
+          headers: { ...init.headers as Record<string, string>, authorization: this.#auth },
+        });
+      } catch (err) {
+        if (init.signal?.aborted) throw err;
+        throw new JwError("not_connected", `cannot reach ${url}: ${(err as Error).message}`, {
+          cause: err,
+        });
+      }
+      const location = res.headers.get("location");
+      if ((res.status !== 307 && res.status !== 308) || !location || hops >= 3) break;
+      await res.body?.cancel();
+      url = new URL(location, url).href;
     }
     if (res.ok) return res;
     let body: { error?: { code?: string; message?: string } } = {};

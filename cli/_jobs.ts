@@ -18,7 +18,8 @@ import { buildRunRequest, streamRun } from "./_run.ts";
 export const JOBS_USAGE = `jobs commands:
   jobs install TARGET KEY [ARGS_JSON] --id ID (--every DUR | --cron EXPR [--tz ZONE] |
                --on start|connect|disconnect|stop) [--overlap skip|allow] [--meta K=V]...
-      install (or replace) a persistent job on the agents; it survives restarts
+      install (or replace) a persistent job on the agents; it survives restarts; an
+      offline agent gets it when it connects (within --ttl, default 1h)
   jobs list [--agent ID]            jobs per agent: trigger, next run, last result
   jobs delete TARGET ID             remove a job and its run history
   jobs runs TARGET ID [--limit N]   the job's last runs, newest first`;
@@ -32,7 +33,7 @@ const ON: Record<string, Schedule["trigger"]> = {
 
 /** Flags each jobs subcommand accepts (besides the connection flags). */
 export const JOBS_FLAGS: Record<string, string[]> = {
-  install: ["id", "meta", "meta-json", "timeout", "every", "cron", "tz", "on", "overlap"],
+  install: ["id", "meta", "meta-json", "timeout", "ttl", "every", "cron", "tz", "on", "overlap"],
   list: ["agent", "timeout"],
   delete: ["timeout"],
   runs: ["limit", "timeout"],

@@ -10,6 +10,7 @@ import type {
   RelayedReply,
   ScriptInfo,
   SummaryEvent,
+  TargetState,
 } from "../shared/protocol/operator.ts";
 import { formatDuration } from "../shared/units.ts";
 
@@ -70,6 +71,43 @@ export function renderSummary(s: SummaryEvent): string[] {
       entries.length - ok
     } failed`,
   );
+  return out;
+}
+
+const STATE_ORDER: readonly TargetState[] = [
+  "done",
+  "error",
+  "running",
+  "delivered",
+  "pending",
+  "offline",
+  "expired",
+];
+
+/**
+ * One line per target state that has targets: the count and the agents (the first few),
+ * and for `offline` when the queued command expires.
+ */
+export function renderStates(s: SummaryEvent, max = 8): string[] {
+  const by = new Map<TargetState, string[]>();
+  let until = 0;
+  for (const [agent, o] of Object.entries(s.agents)) {
+    const state: TargetState = o.state ??
+      (o.status === "ok" ? "done" : o.status === "offline" ? "offline" : "error");
+    by.set(state, [...(by.get(state) ?? []), agent]);
+    if (state === "offline" && o.until !== undefined) until = Math.max(until, o.until);
+  }
+  const out: string[] = [];
+  for (const state of STATE_ORDER) {
+    const agents = by.get(state);
+    if (!agents) continue;
+    const shown = agents.slice(0, max).join(", ") + (agents.length > max ? ", …" : "");
+    let line = `${state.padEnd(9)} ${String(agents.length).padStart(5)}  ${shown}`;
+    if (state === "offline") {
+      line += until ? ` (queued until ${new Date(until).toISOString()})` : " (not queued: --ttl 0)";
+    }
+    out.push(line);
+  }
   return out;
 }
 

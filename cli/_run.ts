@@ -7,10 +7,16 @@
 import { JwError } from "../shared/errors.ts";
 import { JobSpec } from "../shared/protocol/agent.ts";
 import { describeIssues } from "../shared/protocol/codec.ts";
-import { parseTarget } from "../shared/protocol/operator.ts";
+import {
+  type AgentOutcome,
+  type DispatchedEvent,
+  parseTarget,
+  type RunEvent,
+  type SummaryEvent,
+} from "../shared/protocol/operator.ts";
 import { parseDuration } from "../shared/units.ts";
 import type { ApiClient } from "./_api.ts";
-import { renderReply, renderSummary, succeeded } from "./_render.ts";
+import { renderReply, renderStates, renderSummary, succeeded } from "./_render.ts";
 import { keyValues, list, type Parsed, str } from "./_flags.ts";
 
 /**
@@ -59,14 +65,25 @@ export function buildRunRequest(p: Parsed, args: string[], extra: Partial<JobSpe
   if (!timeoutMs || timeoutMs <= 0) {
     throw new JwError("usage", `--timeout expects a duration like "30s", got "${timeoutText}"`);
   }
+  const ttlText = str(p, "ttl");
+  let ttlMs: number | undefined;
+  if (ttlText !== undefined) {
+    ttlMs = ttlText === "0" ? 0 : parseDuration(ttlText);
+    if (ttlMs === undefined || ttlMs < 0 || ttlMs > 7 * 24 * 3_600_000) {
+      throw new JwError("usage", `--ttl expects a duration up to 7d (or 0), got "${ttlText}"`);
+    }
+  }
   const job = JobSpec.safeParse({ id: str(p, "id"), key, args: jobArgs, ...extra });
   if (!job.success) throw new JwError("usage", `bad job: ${describeIssues(job.error)}`);
-  return { target, job: job.data, meta, timeoutMs };
+  return { target, job: job.data, meta, timeoutMs, ...(ttlMs === undefined ? {} : { ttlMs }) };
 }
 
 /**
- * Sends a run and prints its replies (human text, or one JSON object per line), then the
- * summary. Returns the exit code: 0 when every agent finished without error and exit 0.
+ * Sends a run and prints its replies (human text, or one JSON object per line), then a
+ * summary with a line per target state. Targets handled by other servers of the cluster
+ * (listed in the `dispatched` event) are followed on those servers (`GET /v1/runs/ID`), so
+ * the replies and the summary cover every target. Returns the exit code: 0 when every
+ * target finished without error and exit 0.
  */
 export async function streamRun(
   api: ApiClient,
@@ -74,51 +91,117 @@ export async function streamRun(
   json: boolean,
 ): Promise<number> {
   const abort = new AbortController();
-  // The server ends the stream at the timeout; this is a backstop for a silent server.
+  // The servers end their streams at the timeout; this is a backstop for a silent server.
   const backstop = setTimeout(
     () => abort.abort(new JwError("timeout", "server did not finish the run")),
     request.timeoutMs + 15_000,
   );
+  const print = (event: RunEvent) => {
+    if (event.type === "dispatched" || event.type === "part" || event.type === "summary") return;
+    if (json) console.log(JSON.stringify(event));
+    else {
+      const line = renderReply(event);
+      if (line) console.log(line);
+    }
+  };
   try {
-    let forwarded = false;
+    let dispatched: DispatchedEvent | undefined;
+    const summaries: SummaryEvent[] = [];
+    const others: Promise<void>[] = [];
     for await (const event of api.run(request, abort.signal)) {
       if (event.type === "dispatched") {
-        forwarded = (event.servers?.length ?? 0) > 0;
+        dispatched = event;
         if (!json) {
           console.error(
             `sent ${request.job.key} to ${event.agents.length} agent(s) as ${event.id}`,
           );
-          if (event.servers?.length) {
-            console.error(
-              `also handed to ${event.servers.length} other server(s) (${
-                event.servers.join(", ")
-              }): their agents' replies show in jw client tail on each`,
-            );
-          }
         }
+        others.push(...followOthers(api, event, abort.signal, print, summaries, json));
         continue;
       }
       if (event.type === "summary") {
-        const outcomes = Object.values(event.agents);
-        if (outcomes.length === 0) {
-          console.error(
-            `no agent matched ${request.target}` +
-              (forwarded ? " on this server" : ""),
-          );
-          return 1;
-        }
-        // In --json mode stdout carries only replies; the summary goes to stderr.
-        for (const line of renderSummary(event)) (json ? console.error : console.log)(line);
-        return outcomes.every(succeeded) ? 0 : 1;
+        summaries.push(event);
+        break;
       }
-      if (json) console.log(JSON.stringify(event));
-      else {
-        const line = renderReply(event);
-        if (line) console.log(line);
-      }
+      print(event);
     }
-    throw new JwError("closed", "the server ended the run without a summary");
+    if (!dispatched || summaries.length === 0) {
+      throw new JwError("closed", "the server ended the run without a summary");
+    }
+    await Promise.all(others);
+    const merged = mergeSummaries(dispatched, summaries);
+    const outcomes = Object.values(merged.agents);
+    if (outcomes.length === 0) {
+      console.error(`no agent matched ${request.target}`);
+      return 1;
+    }
+    // In --json mode stdout carries only replies; the summary goes to stderr.
+    const out = json ? console.error : console.log;
+    for (const line of renderSummary(merged)) out(line);
+    for (const line of renderStates(merged)) out(line);
+    return outcomes.every(succeeded) ? 0 : 1;
   } finally {
     clearTimeout(backstop);
   }
+}
+
+/**
+ * Follows the part of each other server that handles targets of `dispatched`, printing
+ * replies as they come and collecting each server's summary. A server that cannot be read
+ * leaves its targets without a summary (they show as pending) and a warning.
+ */
+function followOthers(
+  api: ApiClient,
+  dispatched: DispatchedEvent,
+  signal: AbortSignal,
+  print: (event: RunEvent) => void,
+  summaries: SummaryEvent[],
+  json: boolean,
+): Promise<void>[] {
+  const servers = new Set(Object.values(dispatched.owners ?? {}));
+  return [...servers].map(async (server) => {
+    const url = dispatched.urls?.[server];
+    const count = Object.values(dispatched.owners ?? {}).filter((s) => s === server).length;
+    if (!url) {
+      console.error(`cannot follow ${count} target(s) on server ${server}: its URL is unknown`);
+      return;
+    }
+    if (!json) console.error(`following ${count} target(s) on ${server} at ${url}`);
+    try {
+      for await (const event of api.withServer(url).follow(dispatched.id, 10_000, signal)) {
+        if (event.type === "summary") {
+          summaries.push(event);
+          return;
+        }
+        print(event);
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      console.error(`cannot follow the targets on ${server} (${url}): ${(err as Error).message}`);
+    }
+  });
+}
+
+/**
+ * One summary for the whole command: every server's outcomes, and `pending` for a target no
+ * server reported on.
+ */
+export function mergeSummaries(
+  dispatched: DispatchedEvent,
+  summaries: readonly SummaryEvent[],
+): SummaryEvent {
+  const agents: Record<string, AgentOutcome> = {};
+  for (const s of summaries) Object.assign(agents, s.agents);
+  for (const id of dispatched.agents) {
+    agents[id] ??= {
+      status: "error",
+      error: {
+        code: "pending",
+        message: `no server reported on it (owner ${dispatched.owners?.[id] ?? "unknown"})`,
+      },
+      state: "pending",
+    };
+  }
+  const sorted = Object.fromEntries(Object.entries(agents).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return { type: "summary", id: dispatched.id, agents: sorted };
 }

@@ -44,6 +44,9 @@ run options:
   --meta KEY=VALUE    metadata copied onto every reply; repeatable
   --meta-json JSON    metadata as a JSON object (merged under --meta)
   --timeout DUR       how long to wait for every agent, default 30s
+  --ttl DUR           how long the command waits in the mailbox for an offline agent
+                      (delivered when it connects), default 1h, at most 7d; 0: only agents
+                      connected now
 
 tail options:
   --agent ID          only this agent
@@ -68,9 +71,13 @@ scripts options:
   --version N         a script version (show, delete, push); default: the newest for show
                       and push, every version for delete
 
+run ends with one line per target state: done, error, running, delivered, pending, offline
+(waiting in the mailbox of its server), expired. In a cluster, targets on other servers are
+followed on those servers.
+
 Exit codes (run, jobs, scripts push): 0 every targeted agent finished without error and with
-exit code 0; 1 any agent reported an error or a non-zero exit, did not answer in time, or none
-matched; 2 usage error. scripts delete exits 1 when a connected agent did not confirm.`;
+exit code 0; 1 any agent reported an error or a non-zero exit, did not answer in time, is
+offline, or none matched; 2 usage error. scripts delete exits 1 when a connected agent did not confirm.`;
 
 const OPTIONS = {
   server: { type: "string" },
@@ -82,6 +89,7 @@ const OPTIONS = {
   meta: { type: "string", multiple: true },
   "meta-json": { type: "string" },
   timeout: { type: "string" },
+  ttl: { type: "string" },
   agent: { type: "string" },
   tag: { type: "string" },
   limit: { type: "string" },
@@ -98,7 +106,7 @@ const PER_COMMAND: Record<string, string[]> = {
   agents: [],
   members: [],
   join: [],
-  run: ["id", "meta", "meta-json", "timeout"],
+  run: ["id", "meta", "meta-json", "timeout", "ttl"],
   tail: ["agent", "tag"],
   audit: ["limit", "action"],
   jobs: [...JOBS_FLAG_NAMES],

@@ -1,12 +1,14 @@
 /**
  * The server's sqlite schema: the shared audit table, the `agents` table that pins each
  * agent's public key and remembers what was last known about it, and the `scripts` table of
- * uploaded signed scripts (server/scripts/store.ts), and `cluster_peers`, the servers met
- * (server/cluster/peers.ts).
+ * uploaded signed scripts (server/scripts/store.ts), `cluster_peers`, the servers met
+ * (server/cluster/peers.ts), and `mailbox`, commands waiting for offline agents
+ * (server/agents/mailbox.ts).
  *
  * @module
  */
 import { auditMigration, type Migration } from "../shared/db/mod.ts";
+import { mailboxMigration } from "./agents/mailbox.ts";
 import { peersMigration } from "./cluster/peers.ts";
 import { scriptsMigration } from "./scripts/store.ts";
 
@@ -52,4 +54,5 @@ export const serverMigrations: readonly Migration[] = [
   deliveryMigration,
   scriptsMigration,
   peersMigration,
+  mailboxMigration,
 ];

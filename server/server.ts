@@ -15,6 +15,7 @@ import { type ScriptInfo, sha256Text } from "../shared/protocol/mod.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
 import { cryptoRandom, type Random, randomId } from "../shared/random.ts";
 import { createAgentStore } from "./agents/agent_store.ts";
+import { createMailbox } from "./agents/mailbox.ts";
 import { createAgentGateway } from "./agents/gateway.ts";
 import { createHandshake } from "./agents/handshake.ts";
 import { createRegistry } from "./agents/registry.ts";
@@ -254,7 +255,28 @@ class Server implements JwServer {
         return versions;
       },
     };
+    const placement = createPlacement({
+      serverId: id,
+      url: () => this.url,
+      members: transport ? () => this.#cluster?.members() ?? [] : undefined,
+      clock,
+      maxHops: config.placement.maxHops,
+    });
     const dispatcher = createDispatcher({
+      serverId: id,
+      mailbox: createMailbox(db),
+      // Agents seen here that are not connected now (none, cheaply, when all are).
+      known: () =>
+        store.count() <= registry.connected ? [] : store.all()
+          .filter((row) => !registry.get(row.id))
+          .map((row) => ({ id: row.id, tags: row.tags, connected: false, server: row.server })),
+      cluster: transport
+        ? {
+          agents: () => this.#cluster?.state.list("agent") ?? [],
+          owner: (agentId) => placement.owner(agentId)?.id,
+          url: (serverId) => placement.servers().find((s) => s.id === serverId)?.url,
+        }
+        : undefined,
       // The only place the server's core gets a real timer: after the sends, audit on the
       // next turn (see DispatcherOptions.defer).
       defer: (fn) => {
@@ -283,17 +305,11 @@ class Server implements JwServer {
             actor: command.actor,
             origin: id,
             expires: clock.now() + command.timeoutMs,
+            ...(command.ttlMs ? { ttl: command.ttlMs } : {}),
           }, true);
           return cluster.members().filter((m) => !m.self && m.state === "alive").map((m) => m.id);
         }
         : undefined,
-    });
-    const placement = createPlacement({
-      serverId: id,
-      url: () => this.url,
-      members: transport ? () => this.#cluster?.members() ?? [] : undefined,
-      clock,
-      maxHops: config.placement.maxHops,
     });
     const gateway = createAgentGateway({
       serverId: id,
@@ -434,7 +450,8 @@ class Server implements JwServer {
             job: command.job as never,
             ...(command.meta ? { meta: command.meta } : {}),
             actor: command.actor,
-            timeoutMs: Math.max(0, command.expires - clock.now()),
+            timeoutMs: Math.max(1, command.expires - clock.now()),
+            ...(command.ttl ? { ttlMs: command.ttl } : {}),
           },
           command.origin,
         );

@@ -179,7 +179,7 @@ Deno.test("startServer() runs a command end to end over a real WebSocket", async
     assert.equal((await events.next())?.type, "output");
     const summary = await events.next() as SummaryEvent;
     assert.deepEqual(summary.agents, {
-      "web-1": { status: "ok", error: null, exitCode: 0, durationMs: 3 },
+      "web-1": { status: "ok", error: null, exitCode: 0, durationMs: 3, state: "done" },
     });
     assert.equal(await events.next(), undefined);
 

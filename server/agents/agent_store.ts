@@ -47,6 +47,8 @@ export interface AgentStore extends KeyStore {
   get(id: string): AgentRecord | undefined;
   /** Every row, by id. */
   all(): AgentRecord[];
+  /** Number of rows (agents ever pinned). */
+  count(): number;
   /** Records a new connection's details. */
   saveConnect(id: string, info: ConnectInfo): void;
   /** Replaces the persisted tags. */
@@ -99,6 +101,7 @@ function toRecord(row: Row): AgentRecord {
 export function createAgentStore(db: DatabaseSync, clock: Clock): AgentStore {
   const select = db.prepare("SELECT * FROM agents WHERE id = ?");
   const selectAll = db.prepare("SELECT * FROM agents ORDER BY id");
+  const countAll = db.prepare("SELECT count(*) AS n FROM agents");
   const insert = db.prepare(
     "INSERT OR IGNORE INTO agents (id, public_key, kid, first_seen, last_seen) VALUES (?, ?, ?, ?, ?)",
   );
@@ -116,6 +119,7 @@ export function createAgentStore(db: DatabaseSync, clock: Clock): AgentStore {
   return {
     get,
     all: () => (selectAll.all() as unknown as Row[]).map(toRecord),
+    count: () => Number((countAll.get() as { n: number }).n),
     pinnedKey: (id) => get(id)?.publicKey,
     pin: (id, key, kid) => {
       const now = clock.now();

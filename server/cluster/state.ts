@@ -99,6 +99,8 @@ export const CommandRecord = z.object({
   origin: z.string().max(64),
   /** When it stops being delivered (ms since the epoch). */
   expires: z.number().int().nonnegative(),
+  /** How long it may wait in a mailbox for an offline agent (ms); absent or 0: it does not. */
+  ttl: z.number().int().nonnegative().optional(),
 }).strict();
 export type CommandRecord = z.infer<typeof CommandRecord>;
 

@@ -114,16 +114,17 @@ Deno.test("Dispatcher.start() sends the command and summarises ok and error outc
     type: "summary",
     id: run.id,
     agents: {
-      a1: { status: "ok", error: null, exitCode: 0, durationMs: 12 },
+      a1: { status: "ok", error: null, exitCode: 0, durationMs: 12, state: "done" },
       a2: {
         status: "error",
         error: { code: "exit_status", message: "exited with 3" },
         exitCode: 3,
+        state: "error",
       },
     },
   });
   assert.equal(f.bus.subscribers, 0);
-  assert.equal(f.clock.pending, 0);
+  assert.equal(f.clock.pending, 1, "only the dispatcher's sweep");
   assert.equal(dispatcher.active, 0);
 
   const sent = f.audit.list({ action: "command.sent" });
@@ -150,7 +151,7 @@ Deno.test("Dispatcher run times out the silent agents on the fake clock", async 
   await f.clock.advance(1);
   const events = await done;
   const summary = events.at(-1) as SummaryEvent;
-  assert.deepEqual(summary.agents.a1, { status: "ok", error: null });
+  assert.deepEqual(summary.agents.a1, { status: "ok", error: null, state: "done" });
   assert.equal(summary.agents.a2.status, "timeout");
   assert.equal(summary.agents.a2.error?.code, "timeout");
   assert.equal(f.bus.subscribers, 0);
@@ -167,9 +168,11 @@ Deno.test("Dispatcher run reports an agent that is not connected", async () => {
     ghost: {
       status: "not_connected",
       error: { code: "not_connected", message: 'agent "ghost" is not connected' },
+      state: "error",
+      server: "local",
     },
   });
-  assert.equal(f.clock.pending, 0);
+  assert.equal(f.clock.pending, 1, "only the dispatcher's sweep");
   const [entry] = f.audit.list({ action: "command.sent" });
   assert.equal(entry.target, "agent:ghost");
   assert.equal(entry.outcome, "error");
@@ -216,9 +219,10 @@ Deno.test("Dispatcher.rejected() ends that agent's part with the agent's error",
   assert.deepEqual(summary.agents.a1, {
     status: "error",
     error: { code: "invalid_message", message: "bad command frame" },
+    state: "error",
   });
   assert.equal(summary.agents.a2.status, "ok");
-  assert.equal(f.clock.pending, 0, "no timeout left behind");
+  assert.equal(f.clock.pending, 1, "no timeout left behind, only the dispatcher's sweep");
 });
 
 Deno.test("Dispatcher run marks a failed send as closed", async () => {
@@ -284,19 +288,29 @@ Deno.test("Dispatcher.start() rejects bad requests and audits command.denied", a
   assert.equal(f.bus.subscribers, 0);
 });
 
-Deno.test("Run.close() unsubscribes and cancels the timeout", async () => {
+Deno.test("Run.close() ends one reader; the run goes on and a later reader sees it", async () => {
   const { f, dispatcher } = setup();
   using _ = f;
   connect(f, "a1");
-  const run = dispatcher.start({ target: "all", job: { key: "exec.run" } }, "bob");
+  const run = dispatcher.start(
+    { target: "all", job: { key: "exec.run" }, timeoutMs: 1000 },
+    "bob",
+  );
   const it = run[Symbol.asyncIterator]();
   assert.equal((await it.next()).value?.type, "dispatched");
   const pending = it.next();
   run.close();
   assert.equal((await pending).done, true);
-  assert.equal(f.bus.subscribers, 0);
-  assert.equal(f.clock.pending, 0);
+  assert.equal(dispatcher.active, 1, "the agent's part is still open");
+  assert.equal(f.bus.subscribers, 1);
+  await f.clock.advance(1000);
   assert.equal(dispatcher.active, 0);
+  assert.equal(f.bus.subscribers, 0, "no open target: no longer listening");
+  const later = await dispatcher.follow(run.id, 0);
+  assert.ok(later);
+  const events = await collect(later);
+  assert.deepEqual(events.map((e) => e.type), ["dispatched", "summary"]);
+  assert.equal((events[1] as SummaryEvent).agents.a1.status, "timeout");
 });
 
 Deno.test("Dispatcher.close() finishes active runs and refuses new ones", async () => {
@@ -380,6 +394,7 @@ Deno.test("Dispatcher expand refusing a job denies the run and sends nothing", (
   });
   using _ = f;
   const a1 = connect(f, "a1");
+  const timers = f.clock.pending;
   assert.throws(
     () =>
       dispatcher.start(
@@ -391,7 +406,7 @@ Deno.test("Dispatcher expand refusing a job denies the run and sends nothing", (
   assert.equal(a1.sent.length, 0);
   assert.equal(dispatcher.active, 0);
   assert.equal(f.bus.subscribers, 0);
-  assert.equal(f.clock.pending, 0);
+  assert.equal(f.clock.pending, timers, "no run timer");
   const [denied] = f.audit.list({ action: "command.denied" });
   assert.deepEqual(
     [denied.actor, denied.target, denied.key, denied.outcome, denied.reason],
@@ -412,7 +427,7 @@ Deno.test("runSummary() drains a run to its summary, or throws closed when it is
   assert.deepEqual(summary, {
     type: "summary",
     id: run.id,
-    agents: { a1: { status: "ok", error: null } },
+    agents: { a1: { status: "ok", error: null, state: "done" } },
   });
 
   const closed = dispatcher.start({ target: "all", job: { key: "exec.run" } }, "bob");
@@ -445,6 +460,7 @@ Deno.test("Dispatcher forwards every started command and delivers forwarded ones
     meta: { ticket: 1 },
     actor: "operator:alice",
     timeoutMs: 30_000,
+    ttlMs: 3_600_000,
   });
   run.close();
 
@@ -461,10 +477,15 @@ Deno.test("Dispatcher forwards every started command and delivers forwarded ones
     "w1",
     "via server:srv-2",
   ]);
-  assert.deepEqual(dispatcher.deliver({ ...forwarded[0], target: "tag:role=none" }, "srv-2"), []);
-  assert.deepEqual(dispatcher.deliver({ ...forwarded[0], target: "bogus" }, "srv-2"), []);
+  const other = (id: string, over: Partial<ForwardedCommand>) => ({ ...forwarded[0], id, ...over });
+  assert.deepEqual(dispatcher.deliver(other("r2", { target: "tag:role=none" }), "srv-2"), []);
+  assert.deepEqual(dispatcher.deliver(other("r3", { target: "bogus" }), "srv-2"), []);
   const job = { key: "Not A Key", args: {} };
-  assert.deepEqual(dispatcher.deliver({ ...forwarded[0], job }, "srv-3"), []);
+  assert.deepEqual(dispatcher.deliver(other("r4", { job }), "srv-3"), []);
+  // A command already handled here (the same id gossiped twice) is not delivered again.
+  web.sent.length = 0;
+  assert.deepEqual(dispatcher.deliver(other("remote-1", {}), "srv-2"), []);
+  assert.equal(web.sent.length, 0);
   const denied = f.audit.list({ action: "command.denied" });
   assert.equal(denied.length, 2);
   assert.match(denied[0].reason!, /invalid_message: .*\(via server:srv-3\)$/);

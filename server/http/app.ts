@@ -201,6 +201,22 @@ function parseLimit(text: string | undefined): number | undefined {
   return n;
 }
 
+/** Longest `wait` for `GET /v1/runs/ID`, ms. */
+export const MAX_RUN_WAIT_MS = 30_000;
+
+/** `?wait=MS` of `GET /v1/runs/ID`: default 5000. @throws JwError `usage`. */
+function parseWait(text: string | undefined): number {
+  if (text === undefined) return 5000;
+  const n = Number(text);
+  if (!/^\d+$/.test(text) || n > MAX_RUN_WAIT_MS) {
+    throw new JwError(
+      "usage",
+      `bad wait "${text.slice(0, 32)}": use milliseconds, 0-${MAX_RUN_WAIT_MS}`,
+    );
+  }
+  return n;
+}
+
 /** A script name from a path segment. @throws JwError `usage`. */
 function parseScriptName(text: string): string {
   if (!ScriptName.safeParse(text).success) {
@@ -240,6 +256,16 @@ export function createApp(options: AppOptions): Hono<AuthEnv> {
   const { registry, dispatcher, bus, audit, scripts } = options;
   const logger = options.logger ?? silentLogger;
   const app = new Hono<AuthEnv>();
+
+  /** The URL of the server `agentId` is connected to, when that is another live server. */
+  const ownerUrl = (agentId: string): string | undefined => {
+    const cluster = options.cluster;
+    if (!cluster || registry.get(agentId)) return undefined;
+    const record = cluster.agents().find((a) => a.id === agentId && a.connected);
+    if (!record || record.server === options.serverId) return undefined;
+    const member = cluster.members().find((m) => m.id === record.server);
+    return member?.state === "alive" && member.url ? member.url : undefined;
+  };
 
   app.onError((err, c) => {
     if (isJwError(err)) {
@@ -394,8 +420,27 @@ export function createApp(options: AppOptions): Hono<AuthEnv> {
     },
   );
 
+  app.get("/v1/runs/:id", async (c) => {
+    const id = c.req.param("id");
+    if (!Id.safeParse(id).success) {
+      throw new JwError("usage", `bad command id "${id.slice(0, 64)}"`);
+    }
+    const wait = parseWait(c.req.query("wait"));
+    const run = await dispatcher.follow(id, wait);
+    if (!run) {
+      throw new JwError("not_found", `command ${id} has no targets on server ${options.serverId}`);
+    }
+    return ndjson(run[Symbol.asyncIterator]() as LineSource, () => run.close());
+  });
+
   app.get("/v1/stream", (c) => {
     const filter = parseStreamFilter(c.req.query());
+    // One agent's live output is streamed by the server it is connected to.
+    const elsewhere = filter.agent !== undefined ? ownerUrl(filter.agent) : undefined;
+    if (elsewhere !== undefined) {
+      const query = new URL(c.req.url).search;
+      return c.redirect(`${elsewhere}/v1/stream${query}`, 307);
+    }
     const channel = bus.stream(filter);
     return ndjson(channel, () => channel.close());
   });

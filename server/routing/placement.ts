@@ -63,6 +63,11 @@ export interface PlacementOptions {
 export interface Placement {
   /** Welcome or redirect an agent at its handshake (or at a handoff check). */
   decide(agentId: string, hints?: PlacementHints): Decision;
+  /**
+   * The server `agentId` would be welcomed by now (its first-ranked server that is not
+   * suspect): where its commands wait while it is offline.
+   */
+  owner(agentId: string): PlacementServer | undefined;
   /** The servers agents may be placed on, sorted by id. */
   servers(): PlacementServer[];
   /** The same, as sent to agents in a `servers` frame. */
@@ -126,6 +131,10 @@ export function createPlacement(options: PlacementOptions): Placement {
         return { kind: "redirect", server: s, reason: `owner is ${s.id}` };
       }
       return { kind: "welcome", reason: "no other server can take it" };
+    },
+    owner(agentId) {
+      const ranked = rank(agentId, refresh());
+      return ranked.find((s) => !s.suspect || s.id === options.serverId) ?? ranked[0];
     },
     servers: refresh,
     entries: () => refresh().map((s) => ({ id: s.id, url: s.url, health: s.health })),

@@ -55,6 +55,11 @@ export const RunRequest = z.object({
   meta: Meta.optional(),
   /** How long the server waits for every agent's `done` (ms, default 30000, max 1 h). */
   timeoutMs: z.number().int().positive().max(3_600_000).default(30_000),
+  /**
+   * How long the command waits for an offline target agent in its owner's mailbox (ms,
+   * default 1 h, max 7 days); 0 sends it only to agents connected now.
+   */
+  ttlMs: z.number().int().nonnegative().max(7 * 24 * 3_600_000).default(3_600_000),
 }).strict();
 export type RunRequest = z.input<typeof RunRequest>;
 
@@ -80,21 +85,64 @@ export interface DispatchedEvent {
   type: "dispatched";
   id: string;
   target: string;
-  /** Agents the command was sent to. */
+  /** Every target agent, on any server of the cluster, connected or not. */
   agents: string[];
   /**
    * Other servers of the cluster the command was handed to; each delivers it to its own
-   * agents (their replies show in `jw client tail` on that server). Absent on a lone server.
+   * agents. Absent on a lone server.
    */
   servers?: string[];
+  /**
+   * Targets another server handles (agent id → server id): it is connected there, or it
+   * is offline and that server keeps the command in its mailbox. That server streams their
+   * replies (`GET /v1/runs/ID` on it). Targets not listed are handled here.
+   */
+  owners?: Record<string, string>;
+  /** Base URL of each server named in `owners`. */
+  urls?: Record<string, string>;
 }
 
-/** How one agent's part of a run ended. */
+/** First event of `GET /v1/runs/ID`: one server's part of a command. */
+export interface PartEvent {
+  type: "part";
+  id: string;
+  /** The server answering. */
+  server: string;
+  /** The server the command was given to. */
+  origin: string;
+  /** The targets this server handles. */
+  agents: string[];
+}
+
+/**
+ * Where one target of a command is: `pending` (not sent yet), `delivered` (sent),
+ * `running` (replies arriving), `done` (finished without error), `error` (finished with
+ * an error, refused, lost or timed out), `offline` (waiting in its server's mailbox),
+ * `expired` (the mailbox time ran out before the agent came back).
+ */
+export const TargetState = z.enum([
+  "pending",
+  "delivered",
+  "running",
+  "done",
+  "error",
+  "offline",
+  "expired",
+]);
+export type TargetState = z.infer<typeof TargetState>;
+
+/** How one agent's part of a run ended (or stands, for `offline`). */
 export const AgentOutcome = z.object({
-  status: z.enum(["ok", "error", "timeout", "not_connected"]),
+  status: z.enum(["ok", "error", "timeout", "not_connected", "offline", "expired"]),
   error: ErrorInfoSchema.nullable(),
   exitCode: z.number().int().nullable().optional(),
   durationMs: z.number().optional(),
+  /** The target's state; absent from servers that predate per-target states. */
+  state: TargetState.optional(),
+  /** For `offline`: when (epoch ms) the command leaves the mailbox unless delivered. */
+  until: z.number().optional(),
+  /** The server that reported it. */
+  server: z.string().optional(),
 });
 export type AgentOutcome = z.infer<typeof AgentOutcome>;
 
@@ -106,7 +154,7 @@ export interface SummaryEvent {
 }
 
 /** Any line of a run stream. */
-export type RunEvent = DispatchedEvent | RelayedReply | SummaryEvent;
+export type RunEvent = DispatchedEvent | PartEvent | RelayedReply | SummaryEvent;
 
 /** One audit record as served by `GET /v1/audit`. */
 export interface AuditRecord {
