@@ -249,11 +249,11 @@ export class RunPart {
       channel.push(this.summary());
       channel.close();
     } else this.#readers.add(channel);
-    const part = this;
+    const agents = () => this.agents;
     return {
       id: this.id,
       get agents() {
-        return part.agents;
+        return agents();
       },
       close: () => channel.close(),
       [Symbol.asyncIterator]: () => channel,
