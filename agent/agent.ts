@@ -1,6 +1,7 @@
 /**
  * `startAgent`: wires identity, database, executor, registry (behind the command ACL), job
- * runner, durable outbox and the connection into one running agent.
+ * runner, durable outbox, server discovery and the remembered server list, and the
+ * connection into one running agent.
  *
  * @module
  */
@@ -9,9 +10,13 @@ import type { AgentConfig } from "../shared/config/mod.ts";
 import { AuditLog } from "../shared/db/mod.ts";
 import { type Fs, realFs } from "../shared/fs/mod.ts";
 import { createLogger, type Logger } from "../shared/log.ts";
+import type { DnsBackend } from "../shared/dns.ts";
 import { cryptoRandom, type Random } from "../shared/random.ts";
+import { JwError } from "../shared/errors.ts";
 import { startConnection } from "./connection.ts";
-import { openAgentDatabase } from "./db.ts";
+import { AGENT_DB_FILE, openAgentDatabase } from "./db.ts";
+import { createDiscovery } from "./discovery.ts";
+import { createServerStore } from "./servers.ts";
 import { createDenoExecutor } from "./deno_executor.ts";
 import { createDenoTransport } from "./deno_transport.ts";
 import { type CommandExecutor, createWhitelistExecutor } from "./executor.ts";
@@ -45,6 +50,8 @@ export interface AgentDeps {
   stopTimeoutMs?: number;
   /** Runs a script. Default `runSandboxed` (a child process and a Worker). */
   sandbox?: (run: SandboxRun) => Promise<SandboxResult>;
+  /** The DNS seam for `config.dns`. Default `Deno.resolveDns`. */
+  dns?: DnsBackend;
 }
 
 /** A running agent. */
@@ -71,9 +78,10 @@ export interface JwAgent extends AsyncDisposable {
  * the connection loop, reloads persistent jobs and fires `onStart` jobs (their replies wait
  * in the outbox for the first welcome). Returns without waiting for a connection (see
  * {@link JwAgent.welcomed}). Each welcome sends the outbox, then fires `onConnect` jobs;
- * each lost connection fires `onDisconnect` jobs.
- * @throws JwError `config` when the key file is unsafe or unreadable or the database
- *   cannot be opened.
+ * each lost connection fires `onDisconnect` jobs. Each `servers` frame replaces the server
+ * list kept in `agent.db`, which the next start falls back on after DNS and the seeds.
+ * @throws JwError `config` when the key file is unsafe or unreadable, the database cannot
+ *   be opened, or there is no server to connect to (no `dns`, no seed, none remembered).
  */
 export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Promise<JwAgent> {
   const clock = deps.clock ?? realClock;
@@ -92,6 +100,25 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
 
   const db = openAgentDatabase(config.data);
   try {
+    const serverStore = createServerStore(db, () => clock.now());
+    const remembered = serverStore.load();
+    const seeds = [...new Set([...(config.server ? [config.server] : []), ...config.seeds])];
+    const discovery = createDiscovery({
+      dns: config.dns,
+      seeds,
+      logger: logger.child("discovery"),
+      clock,
+      random,
+      dnsBackend: deps.dns,
+    });
+    if (!discovery.configured && remembered.length === 0) {
+      throw new JwError(
+        "config",
+        "no server to connect to: give --seed URL (or --server URL, JW_SEEDS, JW_SERVER, " +
+          `"seeds" in the config) or --dns NAME (JW_DNS); no server list is remembered in ` +
+          `${config.data}/${AGENT_DB_FILE}`,
+      );
+    }
     const audit = new AuditLog(db, clock);
     const executor = createWhitelistExecutor(
       deps.executor ?? createDenoExecutor({ clock }),
@@ -148,7 +175,10 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
     });
     const connection = startConnection({
       agentId: config.id,
-      server: config.server,
+      discovery,
+      servers: remembered,
+      onServers: (servers) => serverStore.replace(servers),
+      failoverMs: config.reconnect.failover,
       keyPair,
       tags: () => ({ ...tags }),
       reconnect: config.reconnect,
@@ -192,7 +222,9 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
 
     logger.info("started", {
       kid: keyPair.kid,
-      server: config.server,
+      seeds: seeds.length ? seeds.join(",") : undefined,
+      dns: config.dns?.name,
+      rememberedServers: remembered.length || undefined,
       ...(trusted.kids.length ? { trustedSigners: trusted.kids } : {}),
     });
     return {

@@ -26,7 +26,7 @@ class Fleet {
       server: "http://127.0.0.1:7400",
       data: dir,
       allowRun: ["/bin/echo"],
-      reconnect: { min: "5ms", max: "20ms" },
+      reconnect: { min: "5ms", max: "20ms", failover: "10ms" },
       ...over,
     });
   }
@@ -43,6 +43,8 @@ class Fleet {
 
   /** The server side of the handshake on connection `n`, up to the welcome. */
   async welcome(agent: JwAgent, n: number): Promise<FakePeer> {
+    // Let the connect happen without time passing (discovery is async), else back off.
+    for (let i = 0; i < 100 && this.transport.peers.length <= n; i++) await Promise.resolve();
     while (this.transport.peers.length <= n) await this.clock.advance(10);
     const peer = await this.transport.peer(n);
     await peer.expect("hello");

@@ -4,6 +4,7 @@ import { AgentConfig } from "../shared/config/mod.ts";
 import { isJwError } from "../shared/errors.ts";
 import { MemFs } from "../shared/fs/mod.ts";
 import { silentLogger } from "../shared/log.ts";
+import { rank } from "../shared/lrw.ts";
 import { startAgent } from "./mod.ts";
 import { FakeExecutor } from "./_fake_executor.ts";
 import { startTestServer } from "./_test_server.ts";
@@ -89,7 +90,7 @@ Deno.test("startAgent() queues replies while disconnected and sends them after t
       server: server.url,
       data: dir,
       allowRun: ["/bin/echo"],
-      reconnect: { min: "5ms", max: "20ms" },
+      reconnect: { min: "5ms", max: "20ms", failover: "10ms" },
     });
     await using agent = await startAgent(config, {
       logger: silentLogger,
@@ -133,7 +134,7 @@ Deno.test("startAgent() sends tags changed by tags.set in the next hello", async
       server: server.url,
       data: dir,
       tags: { role: "web", zone: "a" },
-      reconnect: { min: "5ms", max: "20ms" },
+      reconnect: { min: "5ms", max: "20ms", failover: "10ms" },
     });
     await using agent = await startAgent(config, { logger: silentLogger, fs: new MemFs() });
     const first = await server.conn(0);
@@ -164,5 +165,59 @@ Deno.test("startAgent() refuses a key file readable by others", async () => {
     assert.ok(isJwError(err, "config"));
     assert.match(err.message, /chmod 600 \/data\/agent\.key/);
     return true;
+  });
+});
+
+Deno.test("startAgent() keeps the server list of a servers frame and starts from it without seeds", async () => {
+  await withTempDir(async (dir) => {
+    await using server = startTestServer();
+    const list = [
+      { id: "s1", url: server.url, health: 0 },
+      { id: "s9", url: "http://127.0.0.1:1", health: 0 }, // nothing listens there
+    ];
+    // An agent whose owner is the dead s9, so the restart shows both ranking and skipping.
+    const id = ["a5", "a6", "a7", "a8", "a9"].find((a) => rank(a, list)[0].id === "s9")!;
+    const reconnect = { min: "5ms", max: "20ms" };
+    const first = await startAgent(
+      AgentConfig.parse({ id, server: server.url, data: dir, reconnect }),
+      { logger: silentLogger },
+    );
+    const conn = await server.conn(0);
+    await conn.handshake("s1");
+    await first.welcomed();
+    await conn.send({ v: 1, id: "l-1", type: "servers", servers: list });
+    // Frames are handled in order: once this command is answered, the list is stored.
+    await conn.send({ v: 1, id: "cmd-5", type: "command", job: { key: "job.list", args: {} } });
+    await conn.untilDone("cmd-5");
+    await first.close();
+    const db = new DatabaseSync(`${dir}/agent.db`, { readOnly: true });
+    try {
+      const rows = db.prepare("SELECT id, url, health FROM servers ORDER BY position").all();
+      assert.deepEqual(rows.map((r) => ({ ...r })), list);
+    } finally {
+      db.close();
+    }
+
+    // No seed, no DNS: the remembered list, ranked (s9 first, refused), then s1.
+    await using again = await startAgent(
+      AgentConfig.parse({ id, data: dir, reconnect }),
+      { logger: silentLogger },
+    );
+    const second = await server.conn(1);
+    await second.handshake("s1");
+    await again.welcomed();
+    assert.deepEqual(second.hello?.avoid, ["s9"]);
+  });
+});
+
+Deno.test("startAgent() refuses to start with no seed, no DNS name and no remembered servers", async () => {
+  await withTempDir(async (dir) => {
+    const config = AgentConfig.parse({ id: "a10", data: dir });
+    await assert.rejects(startAgent(config, { logger: silentLogger }), (err) => {
+      assert.ok(isJwError(err, "config"));
+      assert.match(err.message, /no server to connect to: give --seed URL .*--dns NAME/);
+      assert.ok(err.message.includes(`${dir}/agent.db`), err.message);
+      return true;
+    });
   });
 });

@@ -1,8 +1,17 @@
 /**
  * The agent's connection to its server: one WebSocket at a time, the challenge handshake,
- * redirects (bounded hops), heartbeats, and reconnects with exponential backoff and full
- * jitter. Every incoming frame is schema-checked; a bad frame gets an `error` frame back
- * and the connection stays up. All timers go through the Clock.
+ * redirects (bounded hops, `retryAfter` honoured, also after the welcome as a handoff),
+ * heartbeats, and reconnects with exponential backoff and full jitter. Every incoming frame
+ * is schema-checked; a bad frame gets an `error` frame back and the connection stays up. All
+ * timers go through the Clock.
+ *
+ * Where it connects: once a server has sent the cluster's list (`servers`), the servers of
+ * that list ranked for this agent (`rank` in shared/lrw.ts: its owner first), skipping those
+ * that failed lately, then the discovered URLs (DNS SRV, seeds). Before any list has arrived:
+ * the discovered URLs, then the list remembered from an earlier run, ranked the same way.
+ * When a welcomed connection is lost, the first retry goes to the next-ranked server after a
+ * random delay below `failoverMs`, so the agents of a dead server spread over the others in
+ * space (by rank) and in time (by the delay).
  *
  * @module
  */
@@ -23,24 +32,60 @@ import {
   type Hello,
   JW_VERSION,
   PROTOCOL_VERSION,
+  type ServerEntry,
   type ServerFrame,
   serverToAgent,
   type Welcome,
 } from "../shared/protocol/mod.ts";
 import { type BackoffBounds, backoffDelay } from "./backoff.ts";
 import type { AuditSink } from "./jobs/mod.ts";
+import { checkServerList, rankServers, RecentFailures } from "./servers.ts";
 import type { Socket, Transport } from "./transport.ts";
 import { agentUrl } from "./url.ts";
 
 /** Close code the agent uses when it gives up on a handshake (bad challenge, timeout). */
 export const CLOSE_HANDSHAKE_REFUSED = 4000;
 
-/** Options for {@link startConnection}. */
+/** Default longest random delay before the first retry after a welcomed connection is lost. */
+export const DEFAULT_FAILOVER_MS = 5000;
+
+/** Default time a server that failed is skipped and named in `hello.avoid`. */
+export const DEFAULT_AVOID_MS = 60_000;
+
+/**
+ * Where the connection finds server URLs when its server list gives none; `createDiscovery`
+ * (discovery.ts) makes one from DNS SRV and seeds.
+ */
+export interface UrlSource {
+  /** URLs (http(s) or ws(s)) to try in order, looked up now. Should not reject. */
+  urls(): Promise<string[]>;
+}
+
+/** Options for {@link startConnection}. At least one of `discovery`, `server`, `servers`. */
 export interface ConnectionOptions {
   /** This agent's id. */
   agentId: string;
-  /** The configured server URL (http(s) or ws(s)); reconnects always start here. */
-  server: string;
+  /** Discovered server URLs (DNS SRV, seeds). */
+  discovery?: UrlSource;
+  /** One seed URL (http(s) or ws(s)), tried after `discovery`'s URLs. */
+  server?: string;
+  /**
+   * The server list remembered from an earlier run (see servers.ts), ranked and tried after
+   * the discovered URLs until a `servers` frame arrives. Default none.
+   */
+  servers?: readonly ServerEntry[];
+  /** Called with the list of each valid `servers` frame (to remember it). */
+  onServers?(servers: ServerEntry[]): void;
+  /**
+   * Longest random delay (uniform in [0, failoverMs)) before the first retry after a
+   * welcomed connection is lost. Default {@link DEFAULT_FAILOVER_MS}.
+   */
+  failoverMs?: number;
+  /**
+   * How long a server that failed (no welcome, no redirect) or was lost is skipped when
+   * ranking and named in `hello.avoid`. Default {@link DEFAULT_AVOID_MS}.
+   */
+  avoidMs?: number;
   /** The agent's key pair. */
   keyPair: Ed25519KeyPair;
   /** Tags to send in each `hello`; read at every connect. */
@@ -63,7 +108,10 @@ export interface ConnectionOptions {
    * up on a server. Default 30000 ms.
    */
   handshakeTimeoutMs?: number;
-  /** Redirects followed in a row before backing off on the configured server. Default 5. */
+  /**
+   * Redirects followed in a row (sent in `hello.hops`) before the agent goes back to its
+   * candidates with backoff. Default 5.
+   */
   maxRedirects?: number;
   /** Called right after each welcome, once `connected` is true (flush queued replies here). */
   onWelcome?(welcome: Welcome): void;
@@ -88,6 +136,11 @@ export interface Connection extends AsyncDisposable {
   readonly connected: boolean;
   /** The id of the server that welcomed us, while connected. */
   readonly serverId: string | undefined;
+  /**
+   * The server list in use: the last `servers` frame's, or the remembered one before any
+   * arrived.
+   */
+  readonly servers: readonly ServerEntry[];
   /** Resolves at the next welcome, or at once while connected; rejects (`closed`) on close. */
   welcomed(): Promise<void>;
   /** Sends a frame if connected; false (nothing sent) otherwise. */
@@ -96,13 +149,31 @@ export interface Connection extends AsyncDisposable {
   close(): Promise<void>;
 }
 
+/** Where a redirect sends the agent. */
+interface RedirectTarget {
+  /** Agent endpoint URL. */
+  url: string;
+  /** Ms to wait before connecting. */
+  retryAfter: number;
+}
+
+/** How one connection ended. */
+interface Outcome {
+  /** True when the server welcomed the agent on it. */
+  welcomed: boolean;
+  /** The welcoming server's id. */
+  serverId?: string;
+  /** Set when the server redirected the agent (during the handshake or after the welcome). */
+  redirect?: RedirectTarget;
+}
+
 interface Session {
   socket: Socket;
   url: string;
   phase: "hello" | "challenged" | "welcomed";
   /** Set once the session is being ended by us; later frames are ignored. */
   ending: boolean;
-  redirect?: string;
+  redirect?: RedirectTarget;
   serverId?: string;
   handshakeTimer?: TimerId;
   heartbeatTimer?: TimerId;
@@ -114,7 +185,8 @@ interface Session {
 
 /**
  * Starts connecting at once and keeps reconnecting until closed. Returns immediately.
- * @throws JwError `config` when `server` is not an http(s)/ws(s) URL.
+ * @throws JwError `config` when `server` is not an http(s)/ws(s) URL, or when there is no
+ *   `discovery`, `server` or `servers` at all.
  */
 export function startConnection(options: ConnectionOptions): Connection {
   return new AgentConnection(options);
@@ -124,18 +196,33 @@ class AgentConnection implements Connection {
   readonly #o: ConnectionOptions;
   readonly #stop = new AbortController();
   readonly #startedAt: number;
-  readonly #base: string;
+  readonly #discovery: UrlSource;
+  readonly #failures: RecentFailures;
+  readonly #remembered: readonly ServerEntry[];
   readonly #loop: Promise<void>;
   #closed = false;
   #session: Session | undefined;
   #connected = false;
   #attempt = 0;
+  /** The list from the last `servers` frame of this run. */
+  #live: readonly ServerEntry[] | undefined;
+  /** The candidates of the current round, produced as they are needed. */
+  #round: AsyncGenerator<string, void> | undefined;
   #waiters: { resolve: () => void; reject: (err: Error) => void }[] = [];
 
   constructor(options: ConnectionOptions) {
     this.#o = options;
     this.#startedAt = options.startedAt ?? options.clock.now();
-    this.#base = agentUrl(options.server);
+    this.#remembered = [...(options.servers ?? [])];
+    const seed = options.server === undefined ? [] : [agentUrl(options.server)];
+    const discovery = options.discovery;
+    if (!discovery && seed.length === 0 && this.#remembered.length === 0) {
+      throw new JwError("config", "no server to connect to: no discovery, seed or server list");
+    }
+    this.#discovery = {
+      urls: async () => [...(discovery ? await discovery.urls() : []), ...seed],
+    };
+    this.#failures = new RecentFailures(options.clock, options.avoidMs ?? DEFAULT_AVOID_MS);
     this.#loop = this.#run();
   }
 
@@ -145,6 +232,10 @@ class AgentConnection implements Connection {
 
   get serverId(): string | undefined {
     return this.#connected ? this.#session?.serverId : undefined;
+  }
+
+  get servers(): readonly ServerEntry[] {
+    return this.#live ?? this.#remembered;
   }
 
   welcomed(): Promise<void> {
@@ -180,36 +271,160 @@ class AgentConnection implements Connection {
   }
 
   async #run(): Promise<void> {
-    const { logger, clock } = this.#o;
-    const base = this.#base;
+    const { logger } = this.#o;
     const maxRedirects = this.#o.maxRedirects ?? 5;
-    let url = base;
-    let hops = 0;
+    let follow: { url: string; hops: number } | undefined;
     while (!this.#closed) {
-      const redirect = await this.#connectOnce(url);
-      if (this.#closed) break;
-      if (redirect !== undefined) {
-        if (hops < maxRedirects) {
-          hops++;
-          url = redirect;
+      let url: string;
+      let hops = 0;
+      if (follow) {
+        ({ url, hops } = follow);
+        follow = undefined;
+      } else {
+        const next = await this.#nextCandidate();
+        if (this.#closed) break;
+        if (next === undefined) {
+          logger.warn("no server to connect to; retrying later");
+          if (!await this.#pause(this.#backoff())) break;
           continue;
         }
-        logger.warn("too many redirects in a row; backing off", { hops, last: redirect });
+        url = next;
       }
-      url = base;
-      hops = 0;
-      const delay = backoffDelay(this.#attempt++, this.#o.reconnect, this.#o.random);
-      logger.debug("reconnecting", { inMs: Math.round(delay), attempt: this.#attempt });
+      const outcome = await this.#connectOnce(url, hops);
+      if (this.#closed) break;
+      let delay: number;
+      if (outcome.redirect) {
+        // A welcome ends a row of redirects: a handoff starts a new one.
+        const row = outcome.welcomed ? 0 : hops;
+        if (row < maxRedirects) {
+          follow = { url: outcome.redirect.url, hops: row + 1 };
+          if (outcome.redirect.retryAfter > 0 && !await this.#pause(outcome.redirect.retryAfter)) {
+            break;
+          }
+          continue;
+        }
+        logger.warn("too many redirects in a row; backing off", {
+          hops: row,
+          last: outcome.redirect.url,
+        });
+        delay = this.#backoff();
+      } else {
+        this.#failures.note(url, outcome.serverId);
+        if (outcome.welcomed) {
+          // The server is gone: go to the next-ranked one, after a spreading delay.
+          this.#round = undefined;
+          delay = this.#o.random.float() * (this.#o.failoverMs ?? DEFAULT_FAILOVER_MS);
+          logger.debug("connection lost; trying the next server", { inMs: Math.round(delay) });
+        } else {
+          delay = this.#backoff();
+        }
+      }
+      if (!await this.#pause(delay)) break;
+    }
+  }
+
+  /** The next reconnect delay: exponential backoff with full jitter. */
+  #backoff(): number {
+    const delay = backoffDelay(this.#attempt++, this.#o.reconnect, this.#o.random);
+    this.#o.logger.debug("reconnecting", { inMs: Math.round(delay), attempt: this.#attempt });
+    return delay;
+  }
+
+  /** Waits `ms` on the Clock; false when the connection closed meanwhile. */
+  async #pause(ms: number): Promise<boolean> {
+    try {
+      await this.#o.clock.sleep(ms, this.#stop.signal);
+      return !this.#closed;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * The next URL of the current round, starting a new round when it is used up; undefined
+   * when a new round has nothing either (or the connection closed while looking).
+   */
+  async #nextCandidate(): Promise<string | undefined> {
+    let started = false;
+    for (;;) {
+      if (!this.#round) {
+        if (started) return undefined;
+        this.#round = this.#newRound();
+        started = true;
+      }
+      const round = this.#round;
+      const next = await this.#untilClosed(round.next());
+      if (next === undefined) return undefined;
+      if (!next.done) return next.value;
+      if (this.#round === round) this.#round = undefined;
+    }
+  }
+
+  /**
+   * One round of candidates, each URL once: the ranked server list from the last `servers`
+   * frame, then the discovered URLs; or, before any list arrived, the discovered URLs, then
+   * the remembered list ranked. Servers that failed lately are skipped, unless that leaves
+   * nothing to try. The discovered URLs are looked up only when the round gets to them.
+   */
+  async *#newRound(): AsyncGenerator<string, void> {
+    const seen = new Set<string>();
+    const skipped: string[] = [];
+    const failures = this.#failures;
+    const agentId = this.#o.agentId;
+    const ranked = function* (list: readonly ServerEntry[]): Generator<string> {
+      for (const server of rankServers(agentId, list)) {
+        if (failures.has(server)) skipped.push(server.url);
+        else if (!seen.has(server.url)) {
+          seen.add(server.url);
+          yield server.url;
+        }
+      }
+    };
+    const live = this.#live;
+    if (live) yield* ranked(live);
+    let discovered: string[] = [];
+    try {
+      discovered = await this.#discovery.urls();
+    } catch (err) {
+      this.#o.logger.warn("server discovery failed", { error: toJwError(err).message });
+    }
+    for (const raw of discovered) {
+      let url: string;
       try {
-        await clock.sleep(delay, this.#stop.signal);
+        url = agentUrl(raw);
       } catch {
-        break;
+        continue;
+      }
+      if (!seen.has(url)) {
+        seen.add(url);
+        yield url;
+      }
+    }
+    if (!live) yield* ranked(this.#remembered);
+    if (seen.size === 0) {
+      for (const url of skipped) {
+        if (!seen.has(url)) {
+          seen.add(url);
+          yield url;
+        }
       }
     }
   }
 
-  /** One connection: returns the redirect target if the server redirected us. */
-  async #connectOnce(url: string): Promise<string | undefined> {
+  /** `promise`'s value, or undefined once the connection closes first. */
+  #untilClosed<T>(promise: Promise<T>): Promise<T | undefined> {
+    if (this.#closed) return Promise.resolve(undefined);
+    return new Promise((resolve, reject) => {
+      const stop = () => resolve(undefined);
+      this.#stop.signal.addEventListener("abort", stop, { once: true });
+      promise.then(resolve, reject).finally(() => {
+        this.#stop.signal.removeEventListener("abort", stop);
+      });
+    });
+  }
+
+  /** One connection, from connect to close; `hops` is the redirects followed to get here. */
+  async #connectOnce(url: string, hops: number): Promise<Outcome> {
     const { logger, transport, clock } = this.#o;
     const handshakeTimeoutMs = this.#o.handshakeTimeoutMs ?? 30_000;
     // The connect itself shares the handshake deadline, and stops when the agent closes.
@@ -222,7 +437,7 @@ class AgentConnection implements Connection {
       socket = await transport.connect(url, attempt.signal);
     } catch (err) {
       if (!this.#closed) logger.warn("cannot connect", { url, error: toJwError(err).message });
-      return undefined;
+      return { welcomed: false };
     } finally {
       clock.clearTimeout(connectTimer);
       this.#stop.signal.removeEventListener("abort", abort);
@@ -231,10 +446,10 @@ class AgentConnection implements Connection {
     if (this.#closed) {
       socket.close(1000, "agent stopping");
       await socket.closed;
-      return undefined;
+      return { welcomed: false };
     }
     this.#session = s;
-    logger.debug("connected; saying hello", { url });
+    logger.debug("connected; saying hello", { url, hops });
     const hello: Hello = {
       v: PROTOCOL_VERSION,
       id: this.#newId("h"),
@@ -246,6 +461,9 @@ class AgentConnection implements Connection {
     };
     const stream = this.#o.stream?.();
     if (stream !== undefined) hello.stream = stream;
+    if (hops > 0) hello.hops = hops;
+    const avoid = this.#avoid(url);
+    if (avoid.length > 0) hello.avoid = avoid;
     socket.send(encodeFrame(hello));
     s.handshakeTimer = clock.setTimeout(() => {
       logger.warn("handshake timed out", { url });
@@ -273,7 +491,17 @@ class AgentConnection implements Connection {
     }
     const info = await socket.closed;
     logger.info("disconnected", { url, code: info.code, reason: info.reason || undefined });
-    return s.redirect;
+    const outcome: Outcome = { welcomed: s.phase === "welcomed" };
+    if (s.serverId !== undefined) outcome.serverId = s.serverId;
+    if (s.redirect) outcome.redirect = s.redirect;
+    return outcome;
+  }
+
+  /** Ids of the servers that failed lately, except the one at `url` we are connecting to. */
+  #avoid(url: string): string[] {
+    const known = rankServers(this.#o.agentId, this.servers);
+    const here = known.find((server) => server.url === url)?.id;
+    return this.#failures.avoid(known).filter((id) => id !== here);
   }
 
   async #onText(s: Session, text: string): Promise<void> {
@@ -301,10 +529,28 @@ class AgentConnection implements Connection {
         } catch (err) {
           return this.#reject(s, frame.id, toJwError(err));
         }
-        this.#o.logger.info("redirected", { from: s.url, to: target, reason: frame.reason });
-        s.redirect = target;
+        const retryAfter = frame.retryAfter ?? 0;
+        this.#o.logger.info(
+          s.phase === "welcomed" ? "handed off to another server" : "redirected",
+          { from: s.url, to: target, reason: frame.reason, retryAfterMs: retryAfter || undefined },
+        );
+        s.redirect = { url: target, retryAfter };
         return this.#end(s, 1000, "redirected");
       }
+      case "servers":
+        if (s.phase !== "welcomed") return this.#unexpected(s, frame);
+        try {
+          checkServerList(frame.servers);
+        } catch (err) {
+          return this.#reject(s, frame.id, toJwError(err));
+        }
+        this.#live = frame.servers;
+        this.#o.logger.debug("received the server list", {
+          from: s.serverId,
+          servers: frame.servers.map((server) => server.id).join(","),
+        });
+        this.#o.onServers?.(frame.servers);
+        return;
       case "command":
         if (s.phase !== "welcomed") return this.#unexpected(s, frame);
         this.#o.onCommand?.(frame, s.serverId!);
@@ -375,6 +621,7 @@ class AgentConnection implements Connection {
     this.#armSilence(s);
     this.#connected = true;
     this.#attempt = 0;
+    this.#round = undefined;
     logger.info("welcomed", { server: frame.serverId, url: s.url });
     this.#o.audit.append({
       actor: this.#actor(s),

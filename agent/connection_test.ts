@@ -15,7 +15,12 @@ import type {
   PublicJwk,
 } from "../shared/protocol/mod.ts";
 import { cryptoRandom, type Random } from "../shared/random.ts";
+import type { DnsBackend } from "../shared/dns.ts";
+import { rank } from "../shared/lrw.ts";
+import type { ServerEntry } from "../shared/protocol/mod.ts";
 import { type Connection, type ConnectionOptions, startConnection } from "./connection.ts";
+import { createDiscovery } from "./discovery.ts";
+import { agentUrl } from "./url.ts";
 import { type FakePeer, FakeTransport } from "./_fake_transport.ts";
 
 const BASE = "ws://127.0.0.1:7400/v1/agent";
@@ -33,6 +38,8 @@ interface Harness {
   audit: AuditEvent[];
   commands: [Command, string][];
   events: string[];
+  /** Every list passed to `onServers`. */
+  lists: ServerEntry[][];
   conn: Connection;
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -50,6 +57,7 @@ async function harness(
   const audit: AuditEvent[] = [];
   const commands: [Command, string][] = [];
   const events: string[] = [];
+  const lists: ServerEntry[][] = [];
   const conn = startConnection({
     agentId: "a1",
     server: "http://127.0.0.1:7400",
@@ -66,6 +74,7 @@ async function harness(
     onWelcome: (w) => events.push(`welcome:${w.serverId}`),
     onDisconnect: () => events.push("disconnect"),
     onCommand: (c, serverId) => commands.push([c, serverId]),
+    onServers: (list) => lists.push(list),
     ...over,
   });
   return {
@@ -75,6 +84,7 @@ async function harness(
     audit,
     commands,
     events,
+    lists,
     conn,
     [Symbol.asyncDispose]: () => conn.close(),
   };
@@ -216,10 +226,18 @@ Deno.test("Connection backs off with full jitter between min and max, and resets
   await armed(h.clock);
   assert.deepEqual(h.events, ["welcome:s1", "disconnect"]);
   assert.equal(h.conn.connected, false);
-  await h.clock.advance(249);
+  // A lost connection is retried after float() · failoverMs (5000 by default)…
+  await h.clock.advance(2499);
   assert.equal(h.transport.attempts.length, delays.length + 1);
   await h.clock.advance(1);
   await h.transport.attempted(delays.length + 2);
+  // …and a failure after that backs off from the first step again: the welcome reset it.
+  h.transport.peers.at(-1)!.close(1001, "still going away");
+  await armed(h.clock);
+  await h.clock.advance(249);
+  assert.equal(h.transport.attempts.length, delays.length + 2);
+  await h.clock.advance(1);
+  await h.transport.attempted(delays.length + 3);
 });
 
 Deno.test("Connection retries no later than the backoff cap for low and high random draws", async (t) => {
@@ -241,7 +259,8 @@ Deno.test("Connection follows redirects, then backs off on the configured server
   await using h = await harness();
   for (let i = 0; i < 6; i++) {
     const peer = await h.transport.peer(i);
-    await peer.expect("hello");
+    const hello = await peer.expect("hello");
+    assert.equal(hello.hops, i === 0 ? undefined : i, "hello.hops counts the redirects");
     peer.send({
       v: 1,
       id: `r-${i}`,
@@ -264,6 +283,7 @@ Deno.test("Connection follows redirects, then backs off on the configured server
   await h.clock.advance(250);
   await h.transport.attempted(7);
   assert.equal(h.transport.attempts[6], BASE);
+  assert.equal((await (await h.transport.peer(6)).expect("hello")).hops, undefined);
 });
 
 Deno.test("Connection answers a bad frame with an error frame, audits it, and stays up", async (t) => {
@@ -428,4 +448,237 @@ Deno.test("Connection.close() closes with 1000, stops retrying and rejects welco
     await h.clock.advance(60_000);
     assert.equal(h.transport.attempts.length, 1);
   });
+});
+
+/** A cluster of four servers; s1 is the harness's configured server. */
+const SERVERS: ServerEntry[] = [1, 2, 3, 4].map((i) => ({
+  id: `s${i}`,
+  url: `http://127.0.0.${i}:7400`,
+  health: 0,
+}));
+
+/** The agent URLs of `servers` ranked for agent a1. */
+function rankedUrls(servers: readonly ServerEntry[]): string[] {
+  return rank("a1", servers).map((server) => agentUrl(server.url));
+}
+
+function serversFrame(servers: unknown[], id = "l-1"): object {
+  return { v: 1, id, type: "servers", servers };
+}
+
+Deno.test("Connection tries DNS SRV targets, then seeds, then the remembered servers ranked", async (t) => {
+  const dnsBackend: DnsBackend = {
+    srv: (name) =>
+      Promise.resolve(
+        name === "_jw._tcp.example.test"
+          ? [{ priority: 0, weight: 0, port: 7400, target: "dns.example.test." }]
+          : [],
+      ),
+    addresses: () => Promise.resolve([]),
+  };
+  const dnsUrl = "ws://dns.example.test:7400/v1/agent";
+  const seedUrl = "ws://seed.example.test:7400/v1/agent";
+  const remembered = rankedUrls(SERVERS);
+  await t.step("DNS, seeds and a remembered list", async () => {
+    const discovery = createDiscovery({
+      dns: { name: "_jw._tcp.example.test" },
+      seeds: ["http://seed.example.test:7400"],
+      logger: silentLogger,
+      clock: new FakeClock(),
+      random: fixedRandom(0.5),
+      dnsBackend,
+    });
+    await using h = await harness(
+      { server: undefined, discovery, servers: SERVERS },
+      (t) => (t.refuseAll = true),
+    );
+    for (let i = 1; i < 8; i++) {
+      await h.transport.attempted(i);
+      await armed(h.clock);
+      await h.clock.advance(30_000);
+    }
+    await h.transport.attempted(8);
+    // Round two skips the remembered servers that just failed; DNS and seeds stay.
+    assert.deepEqual(h.transport.attempts.slice(0, 8), [
+      dnsUrl,
+      seedUrl,
+      ...remembered,
+      dnsUrl,
+      seedUrl,
+    ]);
+    // A minute later they have been forgiven.
+    await h.clock.advance(60_000);
+    await armed(h.clock);
+    const before = h.transport.attempts.length;
+    for (let i = 0; i < 4; i++) {
+      await armed(h.clock);
+      await h.clock.advance(30_000);
+    }
+    assert.ok(
+      h.transport.attempts.slice(before).includes(remembered[0]),
+      `remembered servers are tried again: ${h.transport.attempts.slice(before)}`,
+    );
+  });
+  await t.step("only a remembered list", async () => {
+    await using h = await harness({ server: undefined, servers: SERVERS });
+    await h.transport.attempted(1);
+    assert.deepEqual(h.transport.attempts, [remembered[0]]);
+    await handshake(h, await h.transport.peer(0), rank("a1", SERVERS)[0].id);
+    assert.deepEqual(h.conn.servers, SERVERS);
+  });
+  await t.step("nothing at all is a config error", () => {
+    assert.throws(
+      () =>
+        startConnection({
+          agentId: "a1",
+          keyPair: sharedKey!,
+          tags: () => ({}),
+          reconnect: { min: 500, max: 30_000 },
+          maxFrame: 1024,
+          transport: new FakeTransport(),
+          clock: new FakeClock(),
+          random: fixedRandom(0.5),
+          logger: silentLogger,
+          audit: { append: () => {} },
+          running: () => 0,
+        }),
+      (e) => isJwError(e, "config") && /no server to connect to/.test(e.message),
+    );
+  });
+});
+
+Deno.test("Connection moves to the next-ranked live server when its server is lost", async () => {
+  await using h = await harness();
+  const first = await h.transport.peer(0);
+  await handshake(h, first, "s1");
+  first.send(serversFrame(SERVERS));
+  await until(() => h.lists.length === 1, "the server list");
+  assert.deepEqual(h.lists[0], SERVERS);
+  assert.deepEqual(h.conn.servers, SERVERS);
+  // s1 dies. Its agents go to their next-ranked server, not back to the seed (s1 itself).
+  const survivors = rank("a1", SERVERS).filter((s) => s.id !== "s1");
+  first.close(1006, "");
+  await until(() => h.events.includes("disconnect"), "the disconnect");
+  await armed(h.clock);
+  await h.clock.advance(2499); // float() · failoverMs = 0.5 · 5000
+  assert.equal(h.transport.attempts.length, 1);
+  await h.clock.advance(1);
+  await h.transport.attempted(2);
+  assert.equal(h.transport.attempts[1], agentUrl(survivors[0].url));
+  const second = await h.transport.peer(1);
+  const hello = await second.expect("hello");
+  assert.deepEqual(hello.avoid, ["s1"], "the lost server is named in avoid");
+  assert.equal(hello.hops, undefined);
+  // That one does not answer either: back off, then the third-ranked, avoiding both.
+  second.close(1006, "");
+  await armed(h.clock);
+  await h.clock.advance(250);
+  await h.transport.attempted(3);
+  assert.equal(h.transport.attempts[2], agentUrl(survivors[1].url));
+  const third = await h.transport.peer(2);
+  const welcomedHello = await handshake(h, third, survivors[1].id);
+  assert.deepEqual(welcomedHello.avoid, [survivors[0].id, "s1"], "most recent first");
+  assert.equal(h.conn.serverId, survivors[1].id);
+});
+
+Deno.test("Connection waits retryAfter before following a redirect, during the handshake and after the welcome", async () => {
+  await using h = await harness();
+  const first = await h.transport.peer(0);
+  await first.expect("hello");
+  first.send({
+    v: 1,
+    id: "r-1",
+    type: "redirect",
+    url: "http://127.0.0.2:7400",
+    reason: "owned by s2",
+    retryAfter: 3000,
+  });
+  assert.deepEqual(await first.closed, { code: 1000, reason: "redirected" });
+  await armed(h.clock);
+  await h.clock.advance(2999);
+  assert.equal(h.transport.attempts.length, 1, "not before retryAfter");
+  await h.clock.advance(1);
+  await h.transport.attempted(2);
+  assert.equal(h.transport.attempts[1], "ws://127.0.0.2:7400/v1/agent");
+  const second = await h.transport.peer(1);
+  const hello = await handshake(h, second, "s2");
+  assert.equal(hello.hops, 1);
+  // A handoff after the welcome: the same, and the welcome ended the row of hops.
+  second.send({
+    v: 1,
+    id: "r-2",
+    type: "redirect",
+    url: "http://127.0.0.3:7400",
+    reason: "owned by s3",
+    retryAfter: 1500,
+  });
+  assert.deepEqual(await second.closed, { code: 1000, reason: "redirected" });
+  await until(() => h.events.includes("disconnect"), "the disconnect");
+  await armed(h.clock);
+  await h.clock.advance(1499);
+  assert.equal(h.transport.attempts.length, 2, "not before retryAfter");
+  await h.clock.advance(1);
+  await h.transport.attempted(3);
+  assert.equal(h.transport.attempts[2], "ws://127.0.0.3:7400/v1/agent");
+  const third = await handshake(h, await h.transport.peer(2), "s3");
+  assert.equal(third.hops, 1);
+  assert.equal(third.avoid, undefined, "a handoff is not a failure");
+  assert.equal(h.conn.serverId, "s3");
+});
+
+Deno.test("Connection goes back to its candidates when a redirect target cannot be reached", async () => {
+  await using h = await harness({ servers: SERVERS });
+  const first = await h.transport.peer(0);
+  await first.expect("hello");
+  h.transport.refuse(1);
+  first.send({ v: 1, id: "r-1", type: "redirect", url: SERVERS[1].url, reason: "owned by s2" });
+  await h.transport.attempted(2);
+  assert.equal(h.transport.attempts[1], agentUrl(SERVERS[1].url));
+  await armed(h.clock);
+  await h.clock.advance(250);
+  await h.transport.attempted(3);
+  // The round goes on: the seed was tried, so the remembered list ranked, without s2.
+  const next = rank("a1", SERVERS).filter((s) => s.url !== SERVERS[0].url && s.id !== "s2")[0];
+  assert.equal(h.transport.attempts[2], agentUrl(next.url));
+  const hello = await (await h.transport.peer(1)).expect("hello");
+  assert.deepEqual(hello.avoid, ["s2"]);
+});
+
+Deno.test("Connection rejects a bad servers frame with an error frame and keeps its list", async (t) => {
+  await t.step("before the welcome", async () => {
+    await using h = await harness();
+    const peer = await h.transport.peer(0);
+    await peer.expect("hello");
+    peer.send(serversFrame(SERVERS, "l-0"));
+    const reply = await peer.expect("error");
+    assert.equal(reply.ref, "l-0");
+    assert.equal((reply.error as { code: string }).code, "unexpected_message");
+    assert.deepEqual(h.lists, []);
+  });
+  await using h = await harness();
+  const peer = await h.transport.peer(0);
+  await handshake(h, peer);
+  peer.send(serversFrame(SERVERS));
+  await until(() => h.lists.length === 1, "the server list");
+  const cases: [string, unknown[], RegExp][] = [
+    ["negative health", [{ id: "s9", url: "http://127.0.0.9:7400", health: -1 }], /health/],
+    ["missing url", [{ id: "s9", health: 0 }], /url/],
+    ["unknown field", [{ id: "s9", url: "http://127.0.0.9:7400", health: 0, x: 1 }], /x/],
+    ["not an agent URL", [{ id: "s9", url: "ftp://127.0.0.9/", health: 0 }], /servers\.0\.url/],
+    ["an id twice", [SERVERS[0], { ...SERVERS[1], id: "s1" }], /servers\.1\.id.*twice/],
+  ];
+  for (const [name, servers, message] of cases) {
+    await t.step(name, async () => {
+      peer.send(serversFrame(servers, "l-bad"));
+      const reply = await peer.expect("error");
+      const error = reply.error as { code: string; message: string };
+      assert.equal(reply.ref, "l-bad");
+      assert.equal(error.code, "invalid_message");
+      assert.match(error.message, message);
+      assert.deepEqual(h.conn.servers, SERVERS, "the list is unchanged");
+      assert.equal(h.conn.connected, true);
+    });
+  }
+  assert.equal(h.lists.length, 1);
+  assert.equal(h.audit.filter((e) => e.action === "frame.rejected").length, cases.length);
 });

@@ -1,7 +1,7 @@
 /**
  * The agent's sqlite database, DATA/agent.db: the audit log, persistent jobs and their run
- * history (`jobs`, `runs`), the outbox of replies made while disconnected, and registered
- * scripts (`scripts`).
+ * history (`jobs`, `runs`), the outbox of replies made while disconnected, registered
+ * scripts (`scripts`), and the cluster's server list from the last `servers` frame (`servers`).
  *
  * @module
  */
@@ -16,6 +16,7 @@ import {
 import { jobsMigration } from "./jobs/store.ts";
 import { outboxMigration } from "./outbox.ts";
 import { scriptsMigration } from "./scripts/store.ts";
+import { serversMigration } from "./servers.ts";
 
 /** The agent's migrations, in order. Append only. */
 export const agentMigrations: readonly Migration[] = [
@@ -23,6 +24,7 @@ export const agentMigrations: readonly Migration[] = [
   jobsMigration,
   outboxMigration,
   scriptsMigration,
+  serversMigration,
 ];
 
 /** The database file name inside the data directory. */

@@ -20,6 +20,12 @@ export {
 export { createDenoExecutor, type DenoExecutorOptions } from "./deno_executor.ts";
 export { type AgentIdentity, loadIdentity } from "./identity.ts";
 export { AGENT_PATH, agentUrl } from "./url.ts";
+export {
+  createDiscovery,
+  type Discovery,
+  type DiscoveryOptions,
+  type DnsDiscoveryOptions,
+} from "./discovery.ts";
 export { type CommandAcl, createCommandAcl, withAcl } from "./acl.ts";
 export type { JobSummary, RunRecord } from "./jobs/mod.ts";
 export { OUTBOX_JOB } from "./outbox.ts";

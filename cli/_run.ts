@@ -116,7 +116,7 @@ export async function streamRun(
             `sent ${request.job.key} to ${event.agents.length} agent(s) as ${event.id}`,
           );
         }
-        others.push(...followOthers(api, event, abort.signal, print, summaries, json));
+        others.push(...followOthers(api, event, abort.signal, print, summaries));
         continue;
       }
       if (event.type === "summary") {
@@ -156,7 +156,6 @@ function followOthers(
   signal: AbortSignal,
   print: (event: RunEvent) => void,
   summaries: SummaryEvent[],
-  json: boolean,
 ): Promise<void>[] {
   const servers = new Set(Object.values(dispatched.owners ?? {}));
   return [...servers].map(async (server) => {
@@ -166,7 +165,7 @@ function followOthers(
       console.error(`cannot follow ${count} target(s) on server ${server}: its URL is unknown`);
       return;
     }
-    if (!json) console.error(`following ${count} target(s) on ${server} at ${url}`);
+    console.error(`following ${count} target(s) on ${server} at ${url}`);
     try {
       for await (const event of api.withServer(url).follow(dispatched.id, 10_000, signal)) {
         if (event.type === "summary") {

@@ -117,7 +117,8 @@ export async function scriptsCommand(
         if (outcomes.length === 0) console.log("no agents connected");
         for (const [agent, outcome] of outcomes) console.log(renderOutcome(agent, outcome));
       }
-      return outcomes.every(([, o]) => succeeded(o)) ? 0 : 1;
+      // An offline agent gets the deletion from the mailbox when it connects.
+      return outcomes.every(([, o]) => succeeded(o) || (o.state === "offline" && o.until)) ? 0 : 1;
     }
     default:
       return await streamRun(api, buildPushRequest(p, rest), json);

@@ -150,3 +150,51 @@ Deno.test("agents get the server list after a change, once", async () => {
     t.handoff.stop();
   }
 });
+
+Deno.test("an agent's avoid list holds for a minute, unless the avoided server came back", async () => {
+  const clock = new FakeClock();
+  let view = [
+    { id: "a", url: "http://a.test", state: "alive" as State, health: 0, settled: 0 },
+    { id: "b", url: "http://b.test", state: "alive" as State, health: 0, settled: 0 },
+  ];
+  const placement = createPlacement({
+    serverId: "a",
+    url: () => "http://a.test",
+    members: () => view,
+    clock,
+    maxHops: 3,
+    cacheMs: 0,
+  });
+  placement.servers(); // b seen alive from now
+  await clock.advance(1000);
+  // Agents that belong to b but said they could not reach it.
+  const ids = Array.from({ length: 100 }, (_, i) => `agent-${i}`)
+    .filter((id) => owner(id, view)!.id === "b").slice(0, 5);
+  const agents = ids.map((id) => new FakeAgent(id, clock.now(), ["b"]));
+  const handoff = startHandoff({
+    serverId: "a",
+    placement,
+    agents: () => agents.filter((a) => a.closedWith === undefined),
+    clock,
+    random: seededRandom(1),
+    rate: 100,
+    spreadMs: 0,
+    settleMs: 0,
+    minAgeMs: 0,
+  });
+  try {
+    await clock.advance(30_000);
+    assert.equal(agents.filter((a) => a.redirects().length).length, 0, "avoid honoured");
+    // b restarts: gone, then alive again after these agents connected.
+    view = [view[0]];
+    placement.servers();
+    view = [
+      view[0],
+      { id: "b", url: "http://b.test", state: "alive", health: 0, settled: 0 },
+    ];
+    await clock.advance(2000);
+    assert.equal(agents.filter((a) => a.redirects().length).length, agents.length);
+  } finally {
+    handoff.stop();
+  }
+});

@@ -24,7 +24,10 @@ export interface PlacementServer {
   health: number;
   /** Suspect servers keep their agents but get no new ones. */
   suspect: boolean;
-  /** Since when (epoch ms) this server has been alive or suspect without a break, as seen here. */
+  /**
+   * Since when (epoch ms) this server has been alive or suspect without a break, as seen
+   * here. A new incarnation (a restart, or a refuted suspicion) starts it over.
+   */
   since: number;
 }
 
@@ -51,7 +54,9 @@ export interface PlacementOptions {
    * The cluster as this server sees it. Without one (a lone server) this server is the only
    * server, and every agent stays here.
    */
-  members?: () => Pick<ClusterMember, "id" | "url" | "state" | "health" | "settled">[];
+  members?: () => (Pick<ClusterMember, "id" | "url" | "state" | "health" | "settled"> & {
+    incarnation?: number;
+  })[];
   clock: Clock;
   /** See `placement.maxHops` in the server config. */
   maxHops: number;
@@ -77,7 +82,7 @@ export interface Placement {
 /** Creates the placement for `serverId`. */
 export function createPlacement(options: PlacementOptions): Placement {
   const cacheMs = options.cacheMs ?? 250;
-  const since = new Map<string, number>();
+  const since = new Map<string, { at: number; incarnation?: number }>();
   let view: PlacementServer[] = [];
   let viewAt = -Infinity;
 
@@ -97,13 +102,16 @@ export function createPlacement(options: PlacementOptions): Placement {
     for (const m of members) {
       if ((m.state !== "alive" && m.state !== "suspect") || !m.url) continue;
       live.add(m.id);
-      if (!since.has(m.id)) since.set(m.id, now);
+      const held = since.get(m.id);
+      if (!held || held.incarnation !== m.incarnation) {
+        since.set(m.id, { at: now, incarnation: m.incarnation });
+      }
       next.push({
         id: m.id,
         url: m.url,
         health: m.settled ?? m.health ?? 0,
         suspect: m.state === "suspect",
-        since: since.get(m.id)!,
+        since: since.get(m.id)!.at,
       });
     }
     for (const id of since.keys()) if (!live.has(id)) since.delete(id);

@@ -97,3 +97,40 @@ Deno.test("a sick server's weight uses the settled score", () => {
   // Weights 4:1, so about 80% here.
   assert.ok(onA > 0.7 * ids.length && onA < 0.9 * ids.length, `got ${onA}/${ids.length}`);
 });
+
+Deno.test("a server's since starts over when it leaves, and at a new incarnation", async () => {
+  const clock = new FakeClock();
+  let view: {
+    id: string;
+    url: string;
+    state: State;
+    health: number;
+    settled: number;
+    incarnation: number;
+  }[] = [
+    { id: "a", url: "http://a", state: "alive", health: 0, settled: 0, incarnation: 1 },
+    { id: "b", url: "http://b", state: "alive", health: 0, settled: 0, incarnation: 1 },
+  ];
+  const p = createPlacement({
+    serverId: "a",
+    url: () => "http://a",
+    members: () => view,
+    clock,
+    maxHops: 3,
+    cacheMs: 0,
+  });
+  const sinceB = () => p.servers().find((s) => s.id === "b")?.since;
+  const t0 = clock.now();
+  assert.equal(sinceB(), t0);
+  await clock.advance(1000);
+  view[1] = { ...view[1], state: "suspect" };
+  assert.equal(sinceB(), t0, "suspect is not a break");
+  await clock.advance(1000);
+  view[1] = { ...view[1], state: "alive", incarnation: 2 };
+  assert.equal(sinceB(), t0 + 2000, "refuted or restarted: a new incarnation");
+  await clock.advance(1000);
+  view = [view[0], { ...view[1], state: "dead" }];
+  assert.equal(sinceB(), undefined);
+  view = [view[0], { ...view[1], state: "alive" }];
+  assert.equal(sinceB(), t0 + 3000);
+});

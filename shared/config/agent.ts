@@ -4,6 +4,7 @@
  * @module
  */
 import { z } from "zod";
+import { isHostName, parseNameServer } from "../dns.ts";
 import { Id, Tags } from "../protocol/common.ts";
 import { AbsolutePath, NetPermission } from "../protocol/script.ts";
 import { Duration, LogLevelSetting, ServerUrl, Size } from "./types.ts";
@@ -13,8 +14,38 @@ import type { EnvBinding } from "./load.ts";
 export const AgentConfig = z.object({
   /** Agent id, unique in the fleet. Required. */
   id: Id,
-  /** A server URL (http:// or ws://); the agent is redirected to its owner. Required. */
-  server: ServerUrl,
+  /**
+   * A server URL (http(s) or ws(s)): the same as one more entry of `seeds`, tried first.
+   * Default: none.
+   */
+  server: ServerUrl.optional(),
+  /**
+   * Server URLs (http(s) or ws(s)) of the cluster, any of them: the agent connects to one and
+   * is redirected to the server that owns it. Tried after the DNS SRV targets. The agent
+   * needs seeds, `dns`, or a server list remembered from an earlier run. Default [].
+   */
+  seeds: z.array(ServerUrl).default([]),
+  /**
+   * Find servers by DNS SRV: each record's target and port is a server, tried before the
+   * seeds (priority order, weighted random within a priority). Default: none.
+   */
+  dns: z.object({
+    /** The SRV name, e.g. "_jw._tcp.example.com". */
+    name: z.string().refine(isHostName, "expected a DNS name like _jw._tcp.example.com"),
+    /**
+     * "ip:port" of a DNS server to ask instead of the system's; it is asked for the targets'
+     * addresses too, and the agent connects to those addresses. Default: the system's.
+     */
+    nameServer: z.string().superRefine((v, ctx) => {
+      try {
+        parseNameServer(v);
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: (err as Error).message });
+      }
+    }).optional(),
+    /** Connect to the targets with https/wss instead of http/ws. Default false. */
+    tls: z.boolean().default(false),
+  }).strict().optional(),
   /** Data directory: key pair, sqlite database. Default "./jw-data/agent". */
   data: z.string().min(1).default("./jw-data/agent"),
   /** Absolute paths of programs `exec.run` may start. Default [] (nothing). */
@@ -77,6 +108,13 @@ export const AgentConfig = z.object({
     min: Duration.prefault("500ms"),
     /** Largest delay cap. Default "30s". */
     max: Duration.prefault("30s"),
+    /**
+     * After a welcomed connection is lost, the first retry (to the next-ranked server) waits
+     * a random delay below this, so the agents of a dead server arrive at the others spread
+     * over it: each of S remaining servers gets about N / S / failover handshakes per second
+     * from N agents. Default "5s".
+     */
+    failover: Duration.prefault("5s"),
   }).strict().prefault({}),
   /** Jobs kept by the agent. */
   jobs: z.object({
@@ -115,6 +153,10 @@ export type AgentConfig = z.output<typeof AgentConfig>;
 export const agentEnv: Record<string, EnvBinding> = {
   JW_ID: { path: "id" },
   JW_SERVER: { path: "server" },
+  JW_SEEDS: { path: "seeds", kind: "list" },
+  JW_DNS: { path: "dns.name" },
+  JW_DNS_SERVER: { path: "dns.nameServer" },
+  JW_DNS_TLS: { path: "dns.tls", kind: "json" },
   JW_DATA: { path: "data" },
   JW_ALLOW_RUN: { path: "allowRun", kind: "list" },
   JW_ALLOW_COMMANDS: { path: "allowCommands", kind: "list" },

@@ -168,16 +168,22 @@ Deno.test("stored scripts on a real server", async (t) => {
     assert.ok(sent.some((e) => e.key === "script.delete" && e.target === "raw-1"));
   });
 
-  await t.step("scripts delete with no agent connected, then not_found", async () => {
-    await raw.close();
-    await server.waitForAgent("raw-1", (a) => !a.connected);
-    const r = await server.client("--json", "scripts", "delete", "disk-report");
-    assert.equal(r.code, 0, r.stderr);
-    const body = JSON.parse(r.stdout);
-    assert.deepEqual([body.name, body.versions, body.run.agents], ["disk-report", [2], {}]);
-    assert.deepEqual(await server.api.scripts(), []);
-    const again = await server.client("scripts", "delete", "disk-report");
-    assert.equal(again.code, 1);
-    assert.match(again.stderr, /not_found/);
-  });
+  await t.step(
+    "scripts delete with the agent offline (queued for it), then not_found",
+    async () => {
+      await raw.close();
+      await server.waitForAgent("raw-1", (a) => !a.connected);
+      const r = await server.client("--json", "scripts", "delete", "disk-report");
+      assert.equal(r.code, 0, r.stderr);
+      const body = JSON.parse(r.stdout);
+      assert.deepEqual([body.name, body.versions], ["disk-report", [2]]);
+      assert.deepEqual(Object.keys(body.run.agents), ["raw-1"]);
+      assert.equal(body.run.agents["raw-1"].state, "offline");
+      assert.ok(body.run.agents["raw-1"].until > Date.now());
+      assert.deepEqual(await server.api.scripts(), []);
+      const again = await server.client("scripts", "delete", "disk-report");
+      assert.equal(again.code, 1);
+      assert.match(again.stderr, /not_found/);
+    },
+  );
 });

@@ -150,6 +150,13 @@ export interface AgentOptions {
   flags?: string[];
   /** Connect through this URL instead of the server's (e.g. a proxy). */
   serverUrl?: string;
+  /** Pass the server's URL as `--server` (default true); off to test other discovery. */
+  seed?: boolean;
+  /**
+   * Wait until `server` lists the agent as connected (default true). Off for agents that
+   * may be redirected to another server of a cluster.
+   */
+  wait?: boolean;
 }
 
 /** A running agent process. */
@@ -171,8 +178,7 @@ export async function startAgent(
     "agent",
     "--id",
     id,
-    "--server",
-    options.serverUrl ?? server.url,
+    ...(options.seed === false ? [] : ["--server", options.serverUrl ?? server.url]),
     "--data",
     dataDir,
     "--log-level",
@@ -189,6 +195,7 @@ export async function startAgent(
   }
   for (const [k, v] of Object.entries(options.tags ?? {})) args.push("--tag", `${k}=${v}`);
   const proc = new JwProcess(args);
+  if (options.wait === false) return new TestAgent(id, proc, dataDir);
   try {
     await server.waitForAgent(id);
   } catch (err) {
