@@ -85,16 +85,38 @@ export function buildRunRequest(p: Parsed, args: string[], extra: Partial<JobSpe
  * the replies and the summary cover every target. Returns the exit code: 0 when every
  * target finished without error and exit 0.
  */
-export async function streamRun(
+export function streamRun(
   api: ApiClient,
   request: ReturnType<typeof buildRunRequest>,
   json: boolean,
 ): Promise<number> {
+  return streamEvents(
+    api,
+    (signal) => api.run(request, signal),
+    { json, waitMs: request.timeoutMs, target: request.target, key: request.job.key },
+  );
+}
+
+/**
+ * Shows a command given earlier (`jw client show ID`): its replies so far and to come, on
+ * every server that handles targets of it, and the state of each target. Ask the server the
+ * command was given to: it knows where every target is.
+ */
+export function showRun(api: ApiClient, id: string, json: boolean): Promise<number> {
+  return streamEvents(api, (signal) => api.follow(id, 0, signal), { json, waitMs: 3_600_000 });
+}
+
+async function streamEvents(
+  api: ApiClient,
+  open: (signal: AbortSignal) => AsyncIterable<RunEvent>,
+  options: { json: boolean; waitMs: number; target?: string; key?: string },
+): Promise<number> {
+  const { json } = options;
   const abort = new AbortController();
   // The servers end their streams at the timeout; this is a backstop for a silent server.
   const backstop = setTimeout(
     () => abort.abort(new JwError("timeout", "server did not finish the run")),
-    request.timeoutMs + 15_000,
+    options.waitMs + 15_000,
   );
   const print = (event: RunEvent) => {
     if (event.type === "dispatched" || event.type === "part" || event.type === "summary") return;
@@ -108,16 +130,24 @@ export async function streamRun(
     let dispatched: DispatchedEvent | undefined;
     const summaries: SummaryEvent[] = [];
     const others: Promise<void>[] = [];
-    for await (const event of api.run(request, abort.signal)) {
+    for await (const event of open(abort.signal)) {
       if (event.type === "dispatched") {
         dispatched = event;
         if (!json) {
           console.error(
-            `sent ${request.job.key} to ${event.agents.length} agent(s) as ${event.id}`,
+            options.key === undefined
+              ? `${event.id}: ${event.target}, ${event.agents.length} target(s)`
+              : `sent ${options.key} to ${event.agents.length} agent(s) as ${event.id}`,
           );
         }
         others.push(...followOthers(api, event, abort.signal, print, summaries));
         continue;
+      }
+      if (event.type === "part") {
+        throw new JwError(
+          "usage",
+          `command ${event.id} was given to server ${event.origin}: ask that server`,
+        );
       }
       if (event.type === "summary") {
         summaries.push(event);
@@ -132,7 +162,7 @@ export async function streamRun(
     const merged = mergeSummaries(dispatched, summaries);
     const outcomes = Object.values(merged.agents);
     if (outcomes.length === 0) {
-      console.error(`no agent matched ${request.target}`);
+      console.error(`no agent matched ${options.target ?? dispatched.target}`);
       return 1;
     }
     // In --json mode stdout carries only replies; the summary goes to stderr.

@@ -5,11 +5,12 @@
  * @module
  */
 import { JwError } from "../shared/errors.ts";
+import { Id } from "../shared/protocol/common.ts";
 import { loadConfig } from "../shared/config/load.ts";
 import { ClientConfig, clientEnv } from "../shared/config/client.ts";
 import { ApiClient } from "./_api.ts";
 import { renderAgents, renderMembers, renderReply } from "./_render.ts";
-import { buildRunRequest, streamRun } from "./_run.ts";
+import { buildRunRequest, showRun, streamRun } from "./_run.ts";
 import { JOBS_FLAG_NAMES, JOBS_USAGE, jobsCommand } from "./_jobs.ts";
 import { SCRIPTS_FLAG_NAMES, SCRIPTS_USAGE, scriptsCommand } from "./_scripts.ts";
 import { environment, type Parsed, parseFlags, readConfigFile, str } from "./_flags.ts";
@@ -22,6 +23,8 @@ Commands:
   members                         list the servers of the cluster: state, health score
   join HOST:PORT...               ask the server to join other servers (gossip addresses)
   run TARGET KEY [ARGS_JSON]      run a command and stream the replies
+  show ID                         a command run earlier: its replies and each target's
+                                  state now (ask the server it was given to)
   jobs install|list|delete|runs   persistent and scheduled jobs (see below)
   scripts list|show|delete|push   signed scripts stored on the server (see below)
   tail                            follow live output of all agents
@@ -107,6 +110,7 @@ const PER_COMMAND: Record<string, string[]> = {
   members: [],
   join: [],
   run: ["id", "meta", "meta-json", "timeout", "ttl"],
+  show: [],
   tail: ["agent", "tag"],
   audit: ["limit", "action"],
   jobs: [...JOBS_FLAG_NAMES],
@@ -125,14 +129,14 @@ export async function clientCommand(argv: string[]): Promise<number> {
   if (!sub) {
     throw new JwError(
       "usage",
-      "missing command: agents, members, join, run, jobs, scripts, tail or audit",
+      "missing command: agents, members, join, run, show, jobs, scripts, tail or audit",
     );
   }
   const allowed = PER_COMMAND[sub];
   if (!allowed) {
     throw new JwError(
       "usage",
-      `unknown client command "${sub}": use agents, members, join, run, jobs, scripts, tail ` +
+      `unknown client command "${sub}": use agents, members, join, run, show, jobs, scripts, tail ` +
         "or audit",
     );
   }
@@ -158,6 +162,11 @@ export async function clientCommand(argv: string[]): Promise<number> {
       return await joinCommand(api, args, json);
     case "run":
       return await runCommand(api, p, args, json);
+    case "show":
+      if (args.length !== 1 || !Id.safeParse(args[0]).success) {
+        throw new JwError("usage", 'show needs one command id, as printed by run ("sent … as ID")');
+      }
+      return await showRun(api, args[0], json);
     case "tail":
       return await tailCommand(api, p, args, json);
     case "jobs":

@@ -326,6 +326,7 @@ class Server implements JwServer {
       random,
       logger: logger.child("agents"),
       onAgentError: (agentId, ref, error) => dispatcher.rejected(agentId, ref, error),
+      onWelcomed: (agentId) => dispatcher.welcomed(agentId),
       delivery: store,
       placement: {
         decide: (agentId, hints) => placement.decide(agentId, hints),

@@ -105,6 +105,8 @@ export interface ConnectionDeps {
    * another server gets a `redirect` instead of a `welcome`, and a welcomed one gets the
    * server list right after its welcome. Without it every agent is welcomed here.
    */
+  /** Called once an agent's `welcome` (and server list) has been sent. */
+  onWelcomed?: (agentId: string) => void;
   placement?: {
     decide(agentId: string, hints: PlacementHints): Decision;
     /** The current `servers` frame, encoded. */
@@ -398,6 +400,7 @@ class Connection implements AgentConnection {
         this.#logger.debug("socket send failed", { address: this.address, error: String(err) });
       }
     }
+    this.#deps.onWelcomed?.(agentId);
   }
 
   #onReady(data: string | ArrayBuffer | Uint8Array): void {

@@ -436,3 +436,49 @@ Deno.test("AgentConnection acknowledges replies in batches, answers alive, and d
   conn3.closed(1000, "");
   assert.equal(f.clock.pending, 0, "no ack timer left behind");
 });
+
+Deno.test("AgentConnection with placement: redirect instead of welcome, or welcome + server list", async () => {
+  using f = createFixture();
+  const keys = await generateKeyPair();
+  const welcomed: { agent: string; framesBefore: string[] }[] = [];
+  let socket = new FakeSocket();
+  const withPlacement = (decide: "here" | "there") => ({
+    ...deps(f),
+    onWelcomed: (agent: string) =>
+      welcomed.push({ agent, framesBefore: socket.sent.map((x) => String(x.type)) }),
+    placement: {
+      decide: () =>
+        decide === "here" ? { kind: "welcome" as const, reason: "owner" } : {
+          kind: "redirect" as const,
+          reason: "owner is s2",
+          server: { id: "s2", url: "http://s2.test:7400", health: 0, suspect: false, since: 0 },
+        },
+      serversFrame: () =>
+        JSON.stringify({
+          v: 1,
+          id: "srv-list",
+          type: "servers",
+          servers: [{ id: "s1", url: "http://s1.test:7400", health: 0 }],
+        }),
+    },
+  });
+  let conn = createConnection(socket, "10.0.0.1:5555", withPlacement("there"));
+  await handshake(conn, socket, "a1", keys);
+  assert.deepEqual(socket.last, {
+    v: 1,
+    id: socket.last!.id,
+    type: "redirect",
+    url: "http://s2.test:7400",
+    reason: "owner is s2",
+  });
+  assert.equal(socket.closedWith?.code, 1000);
+  assert.equal(f.registry.get("a1"), undefined, "not attached here");
+  assert.equal(f.audit.list({ action: "handshake.redirected" })[0].target, "a1");
+  assert.deepEqual(welcomed, []);
+
+  socket = new FakeSocket();
+  conn = createConnection(socket, "10.0.0.1:5556", withPlacement("here"));
+  await handshake(conn, socket, "a1", keys);
+  assert.deepEqual(socket.sent.map((x) => x.type), ["challenge", "welcome", "servers"]);
+  assert.deepEqual(welcomed, [{ agent: "a1", framesBefore: ["challenge", "welcome", "servers"] }]);
+});

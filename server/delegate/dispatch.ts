@@ -81,6 +81,11 @@ export interface Dispatcher {
    * @returns undefined when there is no such part here.
    */
   follow(id: string, waitMs: number): Promise<Run | undefined>;
+  /**
+   * `agentId` has just been welcomed: sends what waits for it in the mailbox, oldest first.
+   * Call it after the `welcome` frame is on its way (a command before it would be refused).
+   */
+  welcomed(agentId: string): void;
   /** Parts with targets still pending, delivered or running. */
   readonly active: number;
   /**
@@ -216,11 +221,6 @@ class DispatcherImpl implements Dispatcher {
         });
       }
     }));
-    if (options.mailbox) {
-      this.#unwatch.push(options.registry.onChange((agentId, change) => {
-        if (change === "connected") this.#deliverMail(agentId);
-      }));
-    }
     const sweep = () => {
       this.#sweep = undefined;
       if (this.#closed) return;
@@ -550,8 +550,7 @@ class DispatcherImpl implements Dispatcher {
     this.#audit(records);
   }
 
-  /** An agent connected: sends what waits for it, oldest first. */
-  #deliverMail(agentId: string): void {
+  welcomed(agentId: string): void {
     const { mailbox, registry, clock } = this.#options;
     if (!mailbox || this.#closed) return;
     let letters: Letter[];

@@ -44,10 +44,16 @@ function seenBefore(f: Fixture, id: string, tags: Record<string, string> = {}) {
   f.store.saveTags(id, tags);
 }
 
-function connect(f: Fixture, id: string, tags: Record<string, string> = {}) {
+function connect(
+  f: Fixture,
+  id: string,
+  tags: Record<string, string> = {},
+  dispatcher?: { welcomed(id: string): void },
+) {
   pinFake(f.store, id);
   const s = fakeSession(id, tags);
   f.registry.attach(s.session);
+  dispatcher?.welcomed(id);
   return s;
 }
 
@@ -103,7 +109,7 @@ Deno.test("a command to an offline agent waits in the mailbox and is delivered o
   assert.equal(f.audit.list({ action: "command.queued" })[0].target, "db-1");
 
   // db-1 connects: the command goes out once, with its meta; its state follows.
-  const s = connect(f, "db-1", { role: "db" });
+  const s = connect(f, "db-1", { role: "db" }, dispatcher);
   assert.equal(mailbox.size, 0);
   const command = s.sent.find((x) => x.type === "command") as Command;
   assert.equal(command.id, run.id);
@@ -140,7 +146,7 @@ Deno.test("a queued command expires after its TTL and the operator sees it", asy
   assert.equal(audited.target, "edge-1");
   assert.equal(audited.actor, "operator:bob");
   // It comes back afterwards: nothing is sent.
-  const s = connect(f, "edge-1");
+  const s = connect(f, "edge-1", {}, dispatcher);
   assert.equal(s.sent.filter((x) => x.type === "command").length, 0);
 });
 

@@ -207,6 +207,8 @@ Deno.test("placement: 30 agents, one seed URL, kill -9 and restart, commands acr
       const [late, gone] = notP2.filter((id) => ownerOf(id) === "p3");
       assert.ok(late && gone, "two agents owned by p3");
       for (const id of [late, gone]) await agents.get(id)!.process.stop("SIGTERM");
+      const receivedBefore = agentAudit(agents.get(late)!.dataDir)
+        .filter((e) => e.action === "command.received").length;
       await agentsWhen(
         p1,
         "both offline",
@@ -243,11 +245,25 @@ Deno.test("placement: 30 agents, one seed URL, kill -9 and restart, commands acr
         e.action === "command.sent" && e.target === late && e.reason === "from the mailbox"
       );
       assert.equal(sent.actor, "operator:admin");
+      const received = () =>
+        agentAudit(back.dataDir).filter((e) => e.action === "command.received").length;
       await eventually(
         "the agent ran it",
-        () =>
-          Promise.resolve(agentAudit(back.dataDir).find((e) => e.action === "command.received")),
+        () => Promise.resolve(received() > receivedBefore ? true : undefined),
       );
+      // jw client show: the state of each target now, from the server it was given to.
+      const queuedId = /as (\S+)$/m.exec(queued.stderr)?.[1];
+      assert.ok(queuedId, queued.stderr);
+      const shown = await eventually("shown done", async () => {
+        const r = await p1.client("show", queuedId);
+        return r.code === 0 ? r : undefined;
+      });
+      assert.match(shown.stdout, /you were away/);
+      assert.match(shown.stdout, /^done\s+1\s+node-\d+/m);
+      const shortId = /as (\S+)$/m.exec(short.stderr)?.[1];
+      const expired = await p1.client("show", shortId!);
+      assert.equal(expired.code, 1);
+      assert.match(expired.stdout, new RegExp(`^expired\\s+1\\s+${gone}`, "m"));
     });
   } finally {
     await Promise.all([...agents.values()].map((a) => a.process.stop("SIGTERM")));
