@@ -28,6 +28,10 @@ export interface ServerUnderTest extends AsyncDisposable {
   readonly pid: number;
   /** Its inspector WebSocket URL, when started with `inspect`. */
   readonly inspector?: string;
+  /** jw with a cluster key: its gossip "host:port". */
+  readonly gossip?: string;
+  /** The process, for tests of crashes (`kill -9`). */
+  readonly process: BenchProcess;
   /** Clients the server itself counts as connected (jw: welcomed agents). */
   connected(): Promise<number>;
   /** Stops the server (SIGTERM, then SIGKILL). */
@@ -46,6 +50,10 @@ export interface DenoServerOptions {
 export interface JwServerOptions extends DenoServerOptions {
   /** `agents.heartbeat`. Default "15s" (the product default). */
   heartbeat?: string;
+  /** More config (e.g. `id`, `cluster`, `placement`), merged over the bench's own. */
+  config?: Record<string, unknown>;
+  /** Listen address. Default "127.0.0.1:0". */
+  http?: string;
 }
 
 class Running implements ServerUnderTest {
@@ -55,6 +63,7 @@ class Running implements ServerUnderTest {
     readonly process: BenchProcess,
     readonly connected: () => Promise<number>,
     readonly inspector?: string,
+    readonly gossip?: string,
   ) {}
 
   get pid(): number {
@@ -94,6 +103,7 @@ export async function startJwServer(options: JwServerOptions): Promise<ServerUnd
   const config = {
     auth: { users: [{ name: OPERATOR.user, bcrypt: bcrypt.hashSync(OPERATOR.password, 4) }] },
     agents: { heartbeat: options.heartbeat ?? "15s" },
+    ...options.config,
   };
   const configFile = `${options.dir}/server.json`;
   await Deno.writeTextFile(configFile, JSON.stringify(config));
@@ -108,17 +118,20 @@ export async function startJwServer(options: JwServerOptions): Promise<ServerUnd
     "--config",
     configFile,
     "--http",
-    "127.0.0.1:0",
+    options.http ?? "127.0.0.1:0",
     "--data",
     `${options.dir}/data`,
   ], { stderrFile });
-  const url = await started(proc, /listening on (http:\/\/\S+)/, "jw server");
+  const url = await started(proc, /listening on (http:\/\/[^\s,]+)/, "jw server");
+  const gossip = (options.config?.cluster as { key?: string } | undefined)?.key
+    ? await started(proc, /gossip on (\S+)/, "jw server gossip")
+    : undefined;
   const inspector = options.inspect ? await inspectorUrl(stderrFile) : undefined;
   const connected = async () => {
     const res = await fetch(`${url}/healthz`);
     return (await res.json()).agents as number;
   };
-  return new Running("jw", url, proc, connected, inspector);
+  return new Running("jw", url, proc, connected, inspector, gossip);
 }
 
 /** Starts the floor server (stderr to `DIR/floor.log`). */

@@ -141,6 +141,7 @@ async function prepareJwAgent(
         keyPair,
         tags: () => ({ bench: "swarm" }),
         reconnect: agentDefaults.reconnect,
+        failoverMs: agentDefaults.reconnect.failover,
         maxFrame: agentDefaults.maxFrame,
         transport,
         clock: realClock,
