@@ -689,3 +689,98 @@ Deno.test("with a cluster: members, join (audited), bad join bodies, and cluster
   }
   assert.equal(f.audit.list({ action: "peer.denied" }).length, 2);
 });
+
+Deno.test("GET /v1/stream?agent=ID of an agent on another server: 307 to that server", async () => {
+  const member = (id: string, url: string, state: "alive" | "dead", self: boolean) => ({
+    id,
+    gossip: `127.0.0.1:${id.length}`,
+    url,
+    state,
+    incarnation: 1,
+    health: 0,
+    self,
+  });
+  let far2State: "alive" | "dead" = "alive";
+  const cluster: ClusterView = {
+    members: () => [
+      member("srv-t", "http://t.test:7400", "alive", true),
+      member("srv-2", "http://two.test:7400", far2State, false),
+    ],
+    join: () => Promise.resolve(0),
+    stats: () => ({}),
+    ensureScript: () => Promise.resolve(),
+    verifyPeer: () => "srv-2",
+    agents: () => [
+      {
+        id: "far",
+        key: { x: "x", kid: "k" },
+        server: "srv-2",
+        tags: {},
+        connected: true,
+        lastSeen: 5,
+      },
+      {
+        id: "gone",
+        key: { x: "x", kid: "k" },
+        server: "srv-2",
+        tags: {},
+        connected: false,
+        lastSeen: 5,
+      },
+    ],
+  };
+  const { request } = setup(cluster);
+  const res = await request("/v1/stream?agent=far&id=abc", {
+    headers: { authorization: AUTH },
+    redirect: "manual",
+  });
+  assert.equal(res.status, 307);
+  assert.equal(res.headers.get("location"), "http://two.test:7400/v1/stream?agent=far&id=abc");
+  await res.body?.cancel();
+  // Not connected anywhere, or its server is not alive: streamed here (nothing to relay yet).
+  for (const agent of ["gone", "nobody"]) {
+    const here = await request(`/v1/stream?agent=${agent}`, { headers: { authorization: AUTH } });
+    assert.equal(here.status, 200, agent);
+    await here.body?.cancel();
+  }
+  far2State = "dead";
+  const dead = await request("/v1/stream?agent=far", { headers: { authorization: AUTH } });
+  assert.equal(dead.status, 200);
+  await dead.body?.cancel();
+  // Unauthenticated: refused before any redirect.
+  const anon = await request("/v1/stream?agent=far", { redirect: "manual" });
+  assert.equal(anon.status, 401);
+  await anon.body?.cancel();
+});
+
+Deno.test("GET /v1/runs/ID: a command's part here, or not_found; bad ids and waits refused", async () => {
+  const { f, request } = setup();
+  using _ = f;
+  pinFake(f.store, "a1");
+  f.registry.attach(fakeSession("a1").session);
+  const run = await request("/v1/run", {
+    method: "POST",
+    headers: { authorization: AUTH },
+    body: JSON.stringify({ target: "all", job: { key: "exec.run" }, timeoutMs: 1000 }),
+  });
+  const reader = run.body!.getReader();
+  const first = JSON.parse(new TextDecoder().decode((await reader.read()).value).split("\n")[0]);
+  assert.equal(first.type, "dispatched");
+  await f.clock.advance(1000); // a1 never answers: it times out
+  await reader.cancel();
+  const part = await request(`/v1/runs/${first.id}?wait=0`, { headers: { authorization: AUTH } });
+  assert.equal(part.status, 200);
+  const lines = (await part.text()).trim().split("\n").map((l) => JSON.parse(l));
+  assert.deepEqual(lines.map((l) => l.type), ["dispatched", "summary"]);
+  assert.equal(lines[1].agents.a1.state, "error");
+  assert.equal(lines[1].agents.a1.status, "timeout");
+  const missing = await request("/v1/runs/nope?wait=0", { headers: { authorization: AUTH } });
+  assert.equal(missing.status, 404);
+  assert.equal((await missing.json()).error.code, "not_found");
+  const badWait = await request("/v1/runs/x?wait=99999999", { headers: { authorization: AUTH } });
+  assert.equal(badWait.status, 400);
+  await badWait.body?.cancel();
+  const badId = await request("/v1/runs/-bad", { headers: { authorization: AUTH } });
+  assert.equal(badId.status, 400);
+  await badId.body?.cancel();
+});
