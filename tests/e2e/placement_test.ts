@@ -13,6 +13,7 @@ import {
   eventually,
   startAgent,
   startServer,
+  startTail,
   type TestAgent,
   type TestServer,
 } from "../helpers/mod.ts";
@@ -127,6 +128,9 @@ Deno.test("placement: 30 agents, one seed URL, kill -9 and restart, commands acr
     });
 
     await t.step("a command given to p1 reaches agents on all three, meta intact", async () => {
+      // A viewer of one agent on p3 asks p1: redirected to p3 (307), and sees its output.
+      const onP3 = ids.find((id) => ownerOf(id) === "p3")!;
+      await using tail = await startTail(p1, onP3);
       const r = await p1.client(
         "--json",
         "run",
@@ -145,6 +149,10 @@ Deno.test("placement: 30 agents, one seed URL, kill -9 and restart, commands acr
       assert.match(r.stderr, /^done\s+30\s/m);
       assert.match(r.stderr, /following \d+ target\(s\) on p2/);
       assert.match(r.stderr, /following \d+ target\(s\) on p3/);
+      const seen = await tail.waitFor((x) => x.done === true);
+      assert.equal(seen[0].agent, onP3);
+      assert.deepEqual(seen[0].meta, { ticket: "77" });
+      assert.ok(tail.replies.every((x) => x.agent === onP3));
     });
 
     const onP2 = ids.filter((id) => ownerOf(id) === "p2");
