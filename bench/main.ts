@@ -1,9 +1,10 @@
 /**
  * `deno task bench`: density, then fan-out, then (full runs) a CPU profile of the jw server,
- * then gossip (a jw server cluster next to a serf cluster); prints a table per benchmark,
- * the performance targets and a final line of ratios, and rewrites the generated blocks of
- * docs/benchmarks.md (the main block when density or fan-out ran, the gossip block when
- * gossip ran).
+ * then gossip (a jw server cluster next to a serf cluster), then placement (weighted
+ * rendezvous lookup cost and spread); prints a table per benchmark, the performance targets
+ * and a final line of ratios, and rewrites the generated blocks of docs/benchmarks.md (the
+ * main block when density or fan-out ran, the gossip block when gossip ran, the placement
+ * block when placement ran).
  *
  * @module
  */
@@ -12,6 +13,14 @@ import denoJson from "../deno.json" with { type: "json" };
 import { runDensity } from "./density.ts";
 import { type FanoutOptions, type JwProfiles, profileJw, runFanout } from "./fanout.ts";
 import { runGossip } from "./gossip.ts";
+import {
+  PLACEMENT_BEGIN_MARK,
+  PLACEMENT_END_MARK,
+  type PlacementResults,
+  renderPlacementMarkdown,
+  renderPlacementText,
+  runPlacement,
+} from "./placement.ts";
 import { stopAll } from "./_proc.ts";
 import {
   GOSSIP_BEGIN_MARK,
@@ -32,8 +41,10 @@ Benchmarks jw server against nats-server and a bare Deno WebSocket server (the f
 density (memory and idle CPU per connected agent, handshakes/s) and fan-out (one command
 to all N agents, p50/p99 round trip, server CPU per round); and a cluster of jw servers
 against a cluster of serf agents: gossip (join convergence, kill -9 detection, graceful
-leave, gossip bytes per node per second). Needs nats-server, serf and tcpdump, and root
-for the capture (scripts/install-bench-deps.sh).
+leave, gossip bytes per node per second); and placement (weighted rendezvous hashing:
+ns per owner lookup at 3, 10, 100 servers, spread of 100,000 agent ids, and a reconnect
+storm: 1,200 simulated agents on three servers, one killed). Needs nats-server,
+serf and tcpdump, and root for the capture (scripts/install-bench-deps.sh).
 
 Options:
   --n LIST            agent counts, default 1000,5000,10000
@@ -43,7 +54,7 @@ Options:
   --concurrency N     connects in flight per worker, default 100
   --settle MS         wait before the density memory reading, default 5000
   --idle MS           idle CPU window, default 10000
-  --only NAME         density, fanout or gossip
+  --only NAME         density, fanout, gossip or placement
   --gossip-n LIST     gossip cluster sizes, default 5,10,20
   --gossip-repeats N  gossip runs per cluster size (the median is reported), default 3
   --gossip-capture S  gossip traffic capture window in seconds, default 35; 0 skips the
@@ -54,7 +65,8 @@ Options:
   --keep              keep the scratch directory (logs, .cpuprofile files)
   --quick             smoke run: N 200,500, 5 rounds, 1 warm-up, short windows, no profile;
                       gossip at 5 nodes, 1 run, a 10 s capture without waiting for the
-                      steady state; no report file unless --out is given`;
+                      steady state; placement timed in 2 processes, 3 short runs per
+                      case, a storm of 300 agents; no report file unless --out is given`;
 
 function int(name: string, text: string | undefined, fallback: number): number {
   if (text === undefined) return fallback;
@@ -98,10 +110,13 @@ async function main(): Promise<number> {
     return v;
   });
   const only = values.only;
-  if (only && only !== "density" && only !== "fanout" && only !== "gossip") {
-    throw new Error("--only must be density, fanout or gossip");
+  if (
+    only && only !== "density" && only !== "fanout" && only !== "gossip" && only !== "placement"
+  ) {
+    throw new Error("--only must be density, fanout, gossip or placement");
   }
-  const runs = (name: "density" | "fanout" | "gossip") => only === undefined || only === name;
+  const runs = (name: "density" | "fanout" | "gossip" | "placement") =>
+    only === undefined || only === name;
   const gossipCounts = (values["gossip-n"] ?? (quick ? "5" : "5,10,20")).split(",").map((s) => {
     const v = Number(s.trim());
     if (!Number.isInteger(v) || v < 3) throw new Error(`--gossip-n: bad cluster size "${s}"`);
@@ -131,6 +146,7 @@ async function main(): Promise<number> {
     machine: await machineInfo(await natsServerVersion(), natsClient),
     settings,
   };
+  let placement: PlacementResults | undefined;
   const dir = await Deno.makeTempDir({ prefix: "jw-bench-" });
   const log = (line: string) => console.error(line);
   const started = performance.now();
@@ -178,25 +194,42 @@ async function main(): Promise<number> {
         log,
       });
     }
+    if (runs("placement")) {
+      placement = await runPlacement(
+        quick
+          ? { processes: 2, runs: 3, runMs: 50, warmupMs: 100, stormAgents: 300, dir, log }
+          : { dir, log },
+      );
+    }
   } finally {
     await stopAll();
   }
   const keep = values.keep || profile;
   if (keep) {
     const { profiles: _, ...numbers } = results;
-    await Deno.writeTextFile(`${dir}/results.json`, JSON.stringify(numbers, null, 2));
+    await Deno.writeTextFile(
+      `${dir}/results.json`,
+      JSON.stringify({ ...numbers, placement }, null, 2),
+    );
     log(`bench: kept ${dir} (logs, results.json${profile ? ", .cpuprofile files" : ""})`);
   } else {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   log(`bench: finished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
-  console.log(renderText(results));
+  if (results.density || results.fanout || results.gossip) console.log(renderText(results));
+  if (placement) console.log(renderPlacementText(placement));
   if (out) {
     if (results.density || results.fanout) await writeDoc(out, renderMarkdown(results));
     if (results.gossip) {
       await writeDoc(out, renderGossipMarkdown({ ...results, gossip: results.gossip }), [
         GOSSIP_BEGIN_MARK,
         GOSSIP_END_MARK,
+      ]);
+    }
+    if (placement) {
+      await writeDoc(out, renderPlacementMarkdown(placement, results.machine, quick), [
+        PLACEMENT_BEGIN_MARK,
+        PLACEMENT_END_MARK,
       ]);
     }
     log(`bench: wrote ${out}`);
