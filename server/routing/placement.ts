@@ -12,7 +12,7 @@
  * @module
  */
 import type { Clock } from "../../shared/clock.ts";
-import { rank } from "../../shared/lrw.ts";
+import { createPlacement as prepare, type Placement as Prepared } from "../../shared/lrw.ts";
 import type { ServerEntry } from "../../shared/protocol/mod.ts";
 import type { ClusterMember } from "../cluster/cluster.ts";
 
@@ -84,6 +84,8 @@ export function createPlacement(options: PlacementOptions): Placement {
   const cacheMs = options.cacheMs ?? 250;
   const since = new Map<string, { at: number; incarnation?: number }>();
   let view: PlacementServer[] = [];
+  let prepared: Prepared<PlacementServer> = prepare([]);
+  let viewKey = "";
   let viewAt = -Infinity;
 
   const refresh = (): PlacementServer[] => {
@@ -116,7 +118,17 @@ export function createPlacement(options: PlacementOptions): Placement {
     }
     for (const id of since.keys()) if (!live.has(id)) since.delete(id);
     view = next.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    // Hash the server ids again only when something about the servers changed.
+    const key = JSON.stringify(view);
+    if (key !== viewKey) {
+      viewKey = key;
+      prepared = prepare(view);
+    }
     return view;
+  };
+  const rank = (agentId: string): PlacementServer[] => {
+    refresh();
+    return prepared.rank(agentId);
   };
 
   return {
@@ -127,7 +139,7 @@ export function createPlacement(options: PlacementOptions): Placement {
       }
       const avoid = new Set(hints.avoid ?? []);
       avoid.delete(options.serverId);
-      for (const s of rank(agentId, servers)) {
+      for (const s of rank(agentId)) {
         if (s.id === options.serverId) return { kind: "welcome", reason: "owner" };
         if (avoid.has(s.id) || s.suspect) continue;
         if ((hints.hops ?? 0) >= options.maxHops) {
@@ -141,7 +153,7 @@ export function createPlacement(options: PlacementOptions): Placement {
       return { kind: "welcome", reason: "no other server can take it" };
     },
     owner(agentId) {
-      const ranked = rank(agentId, refresh());
+      const ranked = rank(agentId);
       return ranked.find((s) => !s.suspect || s.id === options.serverId) ?? ranked[0];
     },
     servers: refresh,
