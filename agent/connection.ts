@@ -179,6 +179,8 @@ interface Session {
   heartbeatTimer?: TimerId;
   /** Fires when the server has been silent too long after the welcome. */
   silenceTimer?: TimerId;
+  /** Ends a handed-off session once its wait is over. */
+  handoffTimer?: TimerId;
   /** Heartbeat interval from the welcome, ms. */
   heartbeatMs?: number;
 }
@@ -483,6 +485,7 @@ class AgentConnection implements Connection {
       if (s.handshakeTimer !== undefined) clock.clearTimeout(s.handshakeTimer);
       if (s.heartbeatTimer !== undefined) clock.clearTimeout(s.heartbeatTimer);
       if (s.silenceTimer !== undefined) clock.clearTimeout(s.silenceTimer);
+      if (s.handoffTimer !== undefined) clock.clearTimeout(s.handoffTimer);
       this.#session = undefined;
       if (s.phase === "welcomed") {
         this.#connected = false;
@@ -534,6 +537,17 @@ class AgentConnection implements Connection {
           s.phase === "welcomed" ? "handed off to another server" : "redirected",
           { from: s.url, to: target, reason: frame.reason, retryAfterMs: retryAfter || undefined },
         );
+        if (s.phase === "welcomed" && retryAfter > 0) {
+          // Handed off: keep serving here through the wait, then go. If this server goes
+          // first, the agent goes to the new one at once.
+          if (s.handoffTimer !== undefined) return;
+          s.redirect = { url: target, retryAfter: 0 };
+          s.handoffTimer = this.#o.clock.setTimeout(() => {
+            s.handoffTimer = undefined;
+            this.#end(s, 1000, "handed off");
+          }, retryAfter);
+          return;
+        }
         s.redirect = { url: target, retryAfter };
         return this.#end(s, 1000, "redirected");
       }

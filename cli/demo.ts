@@ -649,11 +649,11 @@ Cluster walkthrough (in that terminal):
   kill ${victim.pid}
   ${client} agents
   ${client} members
-  # 3. Start ${victim.id} again (Ctrl-C there stops it). An agent keeps away from a server it
-  #    lost for a minute; after that (and once ${victim.id} has been up 5 s) ${
+  # 3. Start ${victim.id} again (Ctrl-C there stops it). Once it has been up 5 s, ${
       movers || "its agents"
     }
-  #    are handed back to it, each after a random wait of up to 5 s; the others stay.
+  #    are handed back to it, each after a random wait of up to 5 s (working where they are
+  #    until then); the others stay.
   ${restart(victim)}
   ${client} agents
 This terminal prints each server that stops or comes back and each agent that moves.
