@@ -19,7 +19,7 @@ Commands:
   agent                 run an agent            (jw agent --help)
   client                talk to a server        (jw client --help)
   sign                  sign a script for agents
-  demo                  local server + two agents + a sample command
+  demo                  three local servers + five agents + a sample command
   version               print the version
 
 Exit codes: 0 success, 1 failure, 2 usage or configuration error.`;
