@@ -64,6 +64,13 @@ export type ErrorCode =
   | "resource_limit"
   /** A sandboxed script threw an uncaught exception (or does not parse, or exited non-zero). */
   | "script_failed"
+  /**
+   * An output destination (broker, HTTP receiver, file) cannot take messages now; they
+   * stay queued and are retried.
+   */
+  | "unavailable"
+  /** An output destination refused messages for good (e.g. HTTP 4xx): they are dead-lettered. */
+  | "rejected"
   /** A bug: something that should not happen did. */
   | "internal";
 

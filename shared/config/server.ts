@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { Duration, HostPort, LogLevelSetting, Size } from "./types.ts";
 import type { EnvBinding } from "./load.ts";
+import { OutputsConfig } from "./outputs.ts";
 
 /** An operator with fixed credentials. */
 export const UserConfig = z.object({
@@ -129,6 +130,11 @@ export const ServerConfig = z.object({
     /** A better health score counts for placement after it has lasted this long. Default "30s". */
     healthFall: Duration.prefault("30s"),
   }).strict().prefault({}),
+  /**
+   * Where agents' messages and audit records go besides the live stream: files, AMQP, MQTT,
+   * NSQ, HTTP (see shared/config/outputs.ts and docs/outputs.md). Default none.
+   */
+  outputs: OutputsConfig,
   /** Log level on stderr: error, warn, info, debug. Default "info". */
   logLevel: LogLevelSetting.default("info"),
 }).strict();
