@@ -63,6 +63,7 @@ export interface AuditQuery {
 export class AuditLog {
   readonly #db: DatabaseSync;
   readonly #clock: Clock;
+  readonly #listeners = new Set<(event: AuditEvent, ts: number) => void>();
   #insert?: ReturnType<DatabaseSync["prepare"]>;
   #insertTargets?: ReturnType<DatabaseSync["prepare"]>;
 
@@ -78,11 +79,34 @@ export class AuditLog {
     );
   }
 
+  /**
+   * Calls `listener` after each event is recorded (e.g. to send audit records to outputs).
+   * A listener must not throw; it is called synchronously. Returns the unsubscribe function.
+   */
+  onAppend(listener: (event: AuditEvent, ts: number) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #notify(events: readonly AuditEvent[], ts: number): void {
+    if (this.#listeners.size === 0) return;
+    for (const listener of this.#listeners) {
+      for (const event of events) {
+        try {
+          listener(event, ts);
+        } catch (err) {
+          console.error(`audit: a listener failed: ${(err as Error).message}`);
+        }
+      }
+    }
+  }
+
   /** Records one event. Never throws for a bad event: audit failures are reported to stderr. */
   append(event: AuditEvent): void {
     try {
+      const ts = this.#clock.now();
       this.#insertStatement().run(
-        this.#clock.now(),
+        ts,
         event.actor,
         event.action,
         event.target ?? null,
@@ -91,6 +115,7 @@ export class AuditLog {
         event.outcome,
         event.reason ?? null,
       );
+      this.#notify([event], ts);
     } catch (err) {
       console.error(`audit: failed to record ${event.action}: ${(err as Error).message}`);
     }
@@ -164,6 +189,7 @@ export class AuditLog {
         this.#db.exec("ROLLBACK");
         throw err;
       }
+      this.#notify(events, ts);
     } catch (err) {
       console.error(`audit: failed to record ${events.length} events: ${(err as Error).message}`);
     }
