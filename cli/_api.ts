@@ -32,6 +32,25 @@ export interface StreamFilter {
   tag?: string;
   /** An envelope id. */
   id?: string;
+  /** Reply types, comma-separated: output, log, setTag. */
+  type?: string;
+}
+
+/** One output's state, as `GET /v1/outputs` serves it. */
+export interface OutputInfo {
+  name: string;
+  type: string;
+  state: "idle" | "sending" | "retrying";
+  queued: number;
+  bytes: number;
+  delivered: number;
+  failed: number;
+  dropped: number;
+  dead: number;
+  filtered: number;
+  lastError: string | null;
+  lastErrorAt: number | null;
+  lastDeliveredAt: number | null;
 }
 
 /** Operator API calls. Stateless; safe to share. */
@@ -73,6 +92,12 @@ export class ApiClient {
   async agents(): Promise<AgentInfo[]> {
     const res = await this.#fetch("/v1/agents");
     return (await res.json()).agents;
+  }
+
+  /** `GET /v1/outputs`. */
+  async outputs(): Promise<OutputInfo[]> {
+    const res = await this.#fetch("/v1/outputs");
+    return (await res.json()).outputs;
   }
 
   /** `GET /v1/audit`. */

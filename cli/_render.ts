@@ -13,6 +13,7 @@ import type {
   TargetState,
 } from "../shared/protocol/operator.ts";
 import { formatDuration } from "../shared/units.ts";
+import type { OutputInfo } from "./_api.ts";
 
 /** One line (or none) for a reply, as `jw client run` and `tail` print it. */
 export function renderReply(r: RelayedReply): string | undefined {
@@ -123,6 +124,24 @@ export function renderTable(header: string[], rows: string[][]): string {
   return all
     .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join("  "))
     .join("\n");
+}
+
+/** A table of outputs and their counters. */
+export function renderOutputs(outputs: OutputInfo[], now = Date.now()): string {
+  return renderTable(
+    ["NAME", "TYPE", "STATE", "QUEUED", "DELIVERED", "FAILED", "DROPPED", "DEAD", "LAST ERROR"],
+    outputs.map((o) => [
+      o.name,
+      o.type,
+      o.state,
+      `${o.queued} (${formatBytes(o.bytes)})`,
+      String(o.delivered),
+      String(o.failed),
+      String(o.dropped),
+      String(o.dead),
+      o.lastError ? `${ago(o.lastErrorAt, now)}: ${o.lastError}` : "-",
+    ]),
+  );
 }
 
 /** A table of agents. */

@@ -9,7 +9,7 @@ import { Id } from "../shared/protocol/common.ts";
 import { loadConfig } from "../shared/config/load.ts";
 import { ClientConfig, clientEnv } from "../shared/config/client.ts";
 import { ApiClient } from "./_api.ts";
-import { renderAgents, renderMembers, renderReply } from "./_render.ts";
+import { renderAgents, renderMembers, renderOutputs, renderReply } from "./_render.ts";
 import { buildRunRequest, showRun, streamRun } from "./_run.ts";
 import { JOBS_FLAG_NAMES, JOBS_USAGE, jobsCommand } from "./_jobs.ts";
 import { SCRIPTS_FLAG_NAMES, SCRIPTS_USAGE, scriptsCommand } from "./_scripts.ts";
@@ -28,6 +28,8 @@ Commands:
   jobs install|list|delete|runs   persistent and scheduled jobs (see below)
   scripts list|show|delete|push   signed scripts stored on the server (see below)
   tail                            follow live output of all agents
+  outputs                         the server's outputs (files, brokers, HTTP): queued,
+                                  delivered, failed, dropped, dead-lettered, last error
   audit                           show the server's audit log, newest first
 
 TARGET: agent:ID | tag:NAME=VALUE | all
@@ -52,8 +54,10 @@ run options:
                       connected now
 
 tail options:
-  --agent ID          only this agent
+  --agent ID          only this agent (asked of any server: redirected to the agent's)
   --tag NAME=VALUE    only agents with this tag
+  --id ID             only replies to this command
+  --type TYPES        only these reply types: output, log, setTag (comma-separated)
 
 audit options:
   --limit N           entries to show, default 50
@@ -95,6 +99,7 @@ const OPTIONS = {
   ttl: { type: "string" },
   agent: { type: "string" },
   tag: { type: "string" },
+  type: { type: "string" },
   limit: { type: "string" },
   action: { type: "string" },
   every: { type: "string" },
@@ -111,7 +116,8 @@ const PER_COMMAND: Record<string, string[]> = {
   join: [],
   run: ["id", "meta", "meta-json", "timeout", "ttl"],
   show: [],
-  tail: ["agent", "tag"],
+  tail: ["agent", "tag", "id", "type"],
+  outputs: [],
   audit: ["limit", "action"],
   jobs: [...JOBS_FLAG_NAMES],
   scripts: [...SCRIPTS_FLAG_NAMES],
@@ -129,14 +135,15 @@ export async function clientCommand(argv: string[]): Promise<number> {
   if (!sub) {
     throw new JwError(
       "usage",
-      "missing command: agents, members, join, run, show, jobs, scripts, tail or audit",
+      "missing command: agents, members, join, run, show, jobs, scripts, tail, outputs or audit",
     );
   }
   const allowed = PER_COMMAND[sub];
   if (!allowed) {
     throw new JwError(
       "usage",
-      `unknown client command "${sub}": use agents, members, join, run, show, jobs, scripts, tail ` +
+      `unknown client command "${sub}": use agents, members, join, run, show, jobs, scripts, ` +
+        "tail, outputs " +
         "or audit",
     );
   }
@@ -162,6 +169,8 @@ export async function clientCommand(argv: string[]): Promise<number> {
       return await joinCommand(api, args, json);
     case "run":
       return await runCommand(api, p, args, json);
+    case "outputs":
+      return await outputsCommand(api, args, json);
     case "show":
       if (args.length !== 1 || !Id.safeParse(args[0]).success) {
         throw new JwError("usage", 'show needs one command id, as printed by run ("sent … as ID")');
@@ -225,6 +234,21 @@ async function joinCommand(api: ApiClient, args: string[], json: boolean): Promi
   return 0;
 }
 
+async function outputsCommand(api: ApiClient, args: string[], json: boolean): Promise<number> {
+  noArgs("outputs", args);
+  const outputs = await api.outputs();
+  if (json) {
+    console.log(JSON.stringify(outputs));
+    return 0;
+  }
+  if (outputs.length === 0) {
+    console.log("no outputs configured (see docs/outputs.md)");
+    return 0;
+  }
+  console.log(renderOutputs(outputs));
+  return 0;
+}
+
 async function runCommand(
   api: ApiClient,
   p: Parsed,
@@ -249,7 +273,10 @@ async function tailCommand(
   const stop = () => abort.abort();
   Deno.addSignalListener("SIGINT", stop);
   try {
-    const replies = await api.stream({ agent: str(p, "agent"), tag }, abort.signal);
+    const replies = await api.stream(
+      { agent: str(p, "agent"), tag, id: str(p, "id"), type: str(p, "type") },
+      abort.signal,
+    );
     console.error(
       `following live output from ${
         str(p, "agent") ? `agent ${str(p, "agent")}` : tag ? `tag ${tag}` : "all agents"
@@ -268,7 +295,9 @@ async function tailCommand(
     Deno.removeSignalListener("SIGINT", stop);
   }
   if (!abort.signal.aborted) {
-    console.error("the server ended the stream (shutting down?)");
+    console.error(
+      "the server ended the stream (shutting down, or this viewer fell too far behind)",
+    );
     return 1;
   }
   return 0;

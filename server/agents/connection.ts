@@ -22,6 +22,7 @@ import { type Random, randomId } from "../../shared/random.ts";
 import {
   type AgentFrame,
   agentToServer,
+  type Alive,
   decodeFrame,
   encodeFrame,
   type ErrorFrame,
@@ -107,6 +108,13 @@ export interface ConnectionDeps {
    */
   /** Called once an agent's `welcome` (and server list) has been sent. */
   onWelcomed?: (agentId: string) => void;
+  /** Called for every `alive` from a ready agent (outputs take heartbeats too). */
+  onAlive?: (agentId: string, frame: Alive, tags: Readonly<Record<string, string>>) => void;
+  /**
+   * Called right before replies are acknowledged to the agent: whatever holds them in memory
+   * (the outputs' buffer) must make them durable now, since the agent forgets them on the ack.
+   */
+  beforeAck?: () => void;
   placement?: {
     decide(agentId: string, hints: PlacementHints): Decision;
     /** The current `servers` frame, encoded. */
@@ -431,6 +439,7 @@ class Connection implements AgentConnection {
         return;
       }
       case "alive":
+        this.#deps.onAlive?.(agent.id, frame, agent.tags);
         // Answering every heartbeat lets the agent notice a server that went silent. Agents
         // that name no outbox stream predate acks and would reject them.
         if (this.#stream !== null) this.#sendAck();
@@ -477,6 +486,13 @@ class Connection implements AgentConnection {
       this.#ackTimer = undefined;
     }
     this.#unacked = 0;
+    try {
+      this.#deps.beforeAck?.();
+    } catch (err) {
+      this.#logger.error("cannot make replies durable before acknowledging them", {
+        error: String(err),
+      });
+    }
     this.#send({ v: 1, id: randomId(this.#deps.random), type: "ack", upTo: this.#dseq });
     if (this.#deps.clock.now() - this.#persistedAt >= DELIVERY_PERSIST_MS) this.#saveDelivery();
   }

@@ -17,6 +17,8 @@ export interface ReplyFilter {
   tag?: { name: string; value: string };
   /** Only replies to this envelope id. */
   id?: string;
+  /** Only these reply types (output, log, setTag). */
+  types?: readonly RelayedReply["type"][];
 }
 
 /**
@@ -93,7 +95,7 @@ export interface ReplyBus {
    */
   stream(
     filter: ReplyFilter,
-    options?: { maxQueue?: number; maxBytes?: number },
+    options?: { maxQueue?: number; maxBytes?: number; closeWhenFull?: boolean },
   ): Channel<RelayedReply>;
   /** Number of subscribers. */
   readonly subscribers: number;
@@ -109,6 +111,7 @@ interface Subscriber {
 function matches(filter: ReplyFilter, reply: RelayedReply, tags: Readonly<Record<string, string>>) {
   if (filter.agent !== undefined && filter.agent !== reply.agent) return false;
   if (filter.id !== undefined && filter.id !== reply.id) return false;
+  if (filter.types !== undefined && !filter.types.includes(reply.type)) return false;
   if (filter.tag) {
     const { name, value } = filter.tag;
     if (!Object.hasOwn(tags, name) || tags[name] !== value) return false;
@@ -159,13 +162,16 @@ class ReplyBusImpl implements ReplyBus {
 
   stream(
     filter: ReplyFilter,
-    options: { maxQueue?: number; maxBytes?: number } = {},
+    options: { maxQueue?: number; maxBytes?: number; closeWhenFull?: boolean } = {},
   ): Channel<RelayedReply> {
     let unsubscribe = () => {};
-    const channel = createChannel<RelayedReply>({
+    const channel: Channel<RelayedReply> = createChannel<RelayedReply>({
       maxQueue: options.maxQueue ?? DEFAULT_STREAM_QUEUE,
       maxBytes: options.maxBytes ?? DEFAULT_STREAM_BYTES,
       weigh: replyWeight,
+      // A reader that does not keep up is cut off (it reconnects) rather than let the queue
+      // decide what it misses.
+      onDrop: options.closeWhenFull ? () => channel.close() : undefined,
       onClose: () => {
         unsubscribe();
         this.#streams.delete(channel);

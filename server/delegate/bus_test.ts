@@ -112,3 +112,31 @@ Deno.test("withAgent() adds the agent id to frame text the way JSON.stringify wo
     "the kept text is not part of the JSON",
   );
 });
+
+Deno.test("ReplyBus filters by reply type", () => {
+  const bus = createReplyBus();
+  const seen: string[] = [];
+  bus.subscribe({ types: ["log", "setTag"] }, (r) => seen.push(r.type));
+  bus.publish(output("a1", "e1", "x"), {});
+  bus.publish(
+    { ...output("a1", "e1", "y"), type: "log", level: "info", message: "m" } as never,
+    {},
+  );
+  assert.deepEqual(seen, ["log"]);
+  bus.close();
+});
+
+Deno.test("ReplyBus.stream with closeWhenFull ends a reader that falls behind", async () => {
+  const bus = createReplyBus();
+  const slow = bus.stream({}, { maxQueue: 3, closeWhenFull: true });
+  const kept = bus.stream({}, { maxQueue: 3 });
+  for (let i = 0; i < 5; i++) bus.publish(output("a1", "e1", `m${i}`), {});
+  assert.equal(slow.closed, true, "cut off at the first drop");
+  assert.equal(bus.subscribers, 1, "and unsubscribed");
+  const got: string[] = [];
+  for await (const r of slow) got.push(textOf(r));
+  assert.deepEqual(got, ["m1", "m2", "m3"], "what was queued is still read");
+  assert.equal(kept.closed, false, "without it the oldest are dropped instead");
+  assert.equal(kept.dropped, 2);
+  bus.close();
+});

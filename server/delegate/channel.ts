@@ -21,6 +21,8 @@ export interface ChannelOptions<T = unknown> {
   weigh?: (item: T) => number;
   /** Called once when the channel closes, from whichever side closed it. */
   onClose?: () => void;
+  /** Called after an item was dropped because the channel was full. */
+  onDrop?: () => void;
 }
 
 /**
@@ -48,6 +50,7 @@ class ChannelImpl<T> implements Channel<T> {
   readonly #maxBytes: number;
   readonly #weigh?: (item: T) => number;
   readonly #onClose?: () => void;
+  readonly #onDrop?: () => void;
   #items: T[] = [];
   /** Weights of queued items, parallel to #items (only when weighing). */
   #weights: number[] = [];
@@ -62,6 +65,7 @@ class ChannelImpl<T> implements Channel<T> {
     this.#maxBytes = options.maxBytes ?? Infinity;
     this.#weigh = options.maxBytes === undefined ? undefined : options.weigh;
     this.#onClose = options.onClose;
+    this.#onDrop = options.onDrop;
   }
 
   get closed(): boolean {
@@ -100,6 +104,7 @@ class ChannelImpl<T> implements Channel<T> {
     this.#items[this.#head] = undefined as T;
     this.#head++;
     this.#dropped++;
+    this.#onDrop?.();
   }
 
   close(): void {

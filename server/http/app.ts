@@ -3,7 +3,8 @@
  *
  * - `GET /healthz` (no auth) → `{ok, id, version, agents}`
  * - `GET /v1/agent` → agent WebSocket (no operator auth: the handshake authenticates)
- * - `GET /v1/agents`, `POST /v1/run`, `GET /v1/stream`, `GET /v1/audit` (HTTP basic auth)
+ * - `GET /v1/agents`, `POST /v1/run`, `GET /v1/runs/ID`, `GET /v1/stream`, `GET /v1/audit`,
+ *   `GET /v1/outputs` (HTTP basic auth)
  * - `POST /v1/scripts`, `GET /v1/scripts`, `GET /v1/scripts/NAME[?version=N]`,
  *   `DELETE /v1/scripts/NAME[?version=N]` (HTTP basic auth): stored signed scripts
  *
@@ -43,6 +44,7 @@ import { type AuthEnv, type BasicUser, createBasicAuth } from "../auth/basic.ts"
 import { relayedJson, type ReplyBus, type ReplyFilter } from "../delegate/bus.ts";
 import { type Dispatcher, runSummary } from "../delegate/dispatch.ts";
 import type { ScriptStore } from "../scripts/store.ts";
+import type { OutputStatus } from "../outputs/pipeline.ts";
 
 /** Largest accepted `POST /v1/run` body, bytes. */
 export const MAX_RUN_BODY_BYTES = 1024 * 1024;
@@ -81,6 +83,8 @@ export interface AppOptions {
   cluster?: ClusterView;
   /** This server's own URL (shown by `/v1/members` when it runs alone). */
   url?: () => string | undefined;
+  /** The outputs pipeline, for `GET /v1/outputs`. */
+  outputs?: { status(): OutputStatus[] };
   logger?: Logger;
 }
 
@@ -188,6 +192,19 @@ function parseStreamFilter(query: Record<string, string>): ReplyFilter {
       throw new JwError("usage", `bad envelope id "${query.id.slice(0, 64)}"`);
     }
     filter.id = query.id;
+  }
+  if (query.type !== undefined) {
+    const types = query.type.split(",");
+    const known = ["output", "log", "setTag"] as const;
+    for (const t of types) {
+      if (!(known as readonly string[]).includes(t)) {
+        throw new JwError(
+          "usage",
+          `bad message type "${t.slice(0, 32)}": use output, log or setTag (comma-separated)`,
+        );
+      }
+    }
+    filter.types = types as (typeof known)[number][];
   }
   return filter;
 }
@@ -441,9 +458,12 @@ export function createApp(options: AppOptions): Hono<AuthEnv> {
       const query = new URL(c.req.url).search;
       return c.redirect(`${elsewhere}/v1/stream${query}`, 307);
     }
-    const channel = bus.stream(filter);
+    // A viewer that falls too far behind is disconnected rather than buffered without end.
+    const channel = bus.stream(filter, { closeWhenFull: true });
     return ndjson(channel, () => channel.close());
   });
+
+  app.get("/v1/outputs", (c) => c.json({ outputs: options.outputs?.status() ?? [] }));
 
   app.get("/v1/audit", (c) => {
     const limit = parseLimit(c.req.query("limit"));
