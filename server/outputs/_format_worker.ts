@@ -1,3 +1,5 @@
+/// <reference no-default-lib="true" />
+/// <reference lib="deno.worker" />
 /**
  * The Worker a format script runs in (started with no permissions by format.ts). It gets
  * the script's source once, imports it from a data: URL, and then answers batches: for each
