@@ -98,6 +98,11 @@ export const AmqpOutput = z.object({
   routingKey: Template.default("jw.{type}.{agent}"),
   /** Persistent messages (delivery mode 2). Default true. */
   persistent: z.boolean().default(true),
+  /**
+   * Longest wait for the broker: to connect, and between two confirms of a batch (a batch
+   * fails as `unavailable` when the broker makes no progress for this long). Default "10s".
+   */
+  timeout: Duration.prefault("10s"),
 }).strict();
 
 /** An MQTT broker (e.g. Mosquitto), QoS 1. */
@@ -116,6 +121,17 @@ export const MqttOutput = z.object({
   window: z.number().int().min(1).max(10_000).default(200),
   username: z.string().optional(),
   password: z.string().optional(),
+  /**
+   * Longest wait for the broker: to connect, and for the next acknowledgement while
+   * messages are unacknowledged. Default "10s".
+   */
+  timeout: Duration.prefault("10s"),
+  /**
+   * MQTT protocol: 4 (3.1.1) or 5. MQTT 3.1.1 messages have no properties, so the message
+   * id is only inside the body; with 5 each message also carries the user properties `mid`
+   * and `type`. Default 4.
+   */
+  protocolVersion: z.union([z.literal(4), z.literal(5)]).default(4),
 }).strict();
 
 /** nsqd's HTTP API: `/pub` for one message, `/mpub` for a batch. */
