@@ -36,6 +36,10 @@ import type { AgentRecord, CommandRecord, ScriptRecord } from "./cluster/state.t
 import { type Handoff, startHandoff } from "./routing/handoff.ts";
 import { createPlacement } from "./routing/placement.ts";
 import { createSettledHealth } from "./routing/settled_health.ts";
+import { createBackend } from "./outputs/backends.ts";
+import { loadFormatter } from "./outputs/format.ts";
+import { OutputQueue } from "./outputs/outbox.ts";
+import { type Outputs, startOutputs } from "./outputs/pipeline.ts";
 import { createScriptExpander } from "./scripts/expand.ts";
 import { createScriptStore, type ScriptStore } from "./scripts/store.ts";
 
@@ -129,15 +133,33 @@ export async function startServer(config: ServerConfig, deps: ServerDeps = {}): 
   const id = await loadServerId(config, random);
   const gossip = await openGossip(config, clock, random, logger);
   let db: DatabaseSync | undefined;
+  let outputs: Outputs | undefined;
   try {
     db = openDatabase(join(config.data, "server.db"), serverMigrations);
-    const server = new Server(config, id, db, clock, random, logger, gossip);
+    outputs = await startOutputs({
+      serverId: id,
+      outputs: config.outputs,
+      queue: new OutputQueue(db, id),
+      backend: (output) =>
+        createBackend(output, {
+          serverId: id,
+          clock,
+          logger: logger.child(`output:${output.name}`),
+        }),
+      formatter: (path) => loadFormatter(path),
+      deadLetterDir: join(config.data, "outputs"),
+      clock,
+      random,
+      logger: logger.child("outputs"),
+    });
+    const server = new Server(config, id, db, clock, random, logger, outputs, gossip);
     if (gossip) {
       server.joinSeeds(config, clock);
       await server.startSsdp(config, clock, random);
     }
     return server;
   } catch (err) {
+    await outputs?.close();
     db?.close();
     await gossip?.transport.close();
     throw err;
@@ -214,6 +236,7 @@ class Server implements JwServer {
     clock: Clock,
     random: Random,
     logger: Logger,
+    outputs: Outputs,
     gossip?: Gossip,
   ) {
     const transport = gossip?.transport;
@@ -239,6 +262,9 @@ class Server implements JwServer {
       random,
     });
     const bus = createReplyBus({ logger: logger.child("bus") });
+    // Every reply and audit record also goes to the configured outputs.
+    bus.subscribe({}, (reply) => outputs.reply(reply, registry.get(reply.agent)?.tags ?? {}));
+    this.audit.onAppend((event, ts) => outputs.audit(event, ts));
     const localScripts = createScriptStore(db, clock);
     // Uploads and deletes here are gossiped (name, version, sha256, signer, and this server
     // as the holder); other servers fetch the content when they need it.
@@ -327,6 +353,8 @@ class Server implements JwServer {
       logger: logger.child("agents"),
       onAgentError: (agentId, ref, error) => dispatcher.rejected(agentId, ref, error),
       onWelcomed: (agentId) => dispatcher.welcomed(agentId),
+      onAlive: (agentId, frame, tags) => outputs.alive(agentId, frame, tags),
+      beforeAck: () => outputs.flush(),
       delivery: store,
       placement: {
         decide: (agentId, hints) => placement.decide(agentId, hints),
@@ -344,6 +372,7 @@ class Server implements JwServer {
       acceptAgent: sockets.accept,
       scripts,
       url: () => this.url,
+      outputs,
       cluster: transport
         ? {
           members: () => this.#cluster?.members() ?? [],
@@ -492,6 +521,7 @@ class Server implements JwServer {
       dispatcher.close();
       registry.closeAll(1001, "server closing");
       bus.close();
+      await outputs.close();
       // Graceful: lets the streams just ended flush to their clients; abort is the backstop.
       const deadline = setTimeout(() => this.#abort.abort(), HTTP_DRAIN_MS);
       try {
