@@ -262,9 +262,12 @@ class Server implements JwServer {
       random,
     });
     const bus = createReplyBus({ logger: logger.child("bus") });
-    // Every reply and audit record also goes to the configured outputs.
-    bus.subscribe({}, (reply) => outputs.reply(reply, registry.get(reply.agent)?.tags ?? {}));
-    this.audit.onAppend((event, ts) => outputs.audit(event, ts));
+    // Every reply, heartbeat and audit record also goes to the configured outputs.
+    const hasOutputs = config.outputs.length > 0;
+    if (hasOutputs) {
+      bus.subscribe({}, (reply) => outputs.reply(reply, registry.get(reply.agent)?.tags ?? {}));
+      this.audit.onAppend((event, ts) => outputs.audit(event, ts));
+    }
     const localScripts = createScriptStore(db, clock);
     // Uploads and deletes here are gossiped (name, version, sha256, signer, and this server
     // as the holder); other servers fetch the content when they need it.
@@ -353,8 +356,10 @@ class Server implements JwServer {
       logger: logger.child("agents"),
       onAgentError: (agentId, ref, error) => dispatcher.rejected(agentId, ref, error),
       onWelcomed: (agentId) => dispatcher.welcomed(agentId),
-      onAlive: (agentId, frame, tags) => outputs.alive(agentId, frame, tags),
-      beforeAck: () => outputs.flush(),
+      onAlive: hasOutputs
+        ? (agentId, frame, tags) => outputs.alive(agentId, frame, tags)
+        : undefined,
+      beforeAck: hasOutputs ? () => outputs.flush() : undefined,
       delivery: store,
       placement: {
         decide: (agentId, hints) => placement.decide(agentId, hints),
