@@ -1,10 +1,11 @@
 /**
  * `deno task bench`: density, then fan-out, then (full runs) a CPU profile of the jw server,
  * then gossip (a jw server cluster next to a serf cluster), then placement (weighted
- * rendezvous lookup cost and spread); prints a table per benchmark, the performance targets
+ * rendezvous lookup cost and spread), then outputs (the outputs pipeline against RabbitMQ and
+ * Mosquitto: throughput next to the raw clients, latency, memory while a broker is down); prints a table per benchmark, the performance targets
  * and a final line of ratios, and rewrites the generated blocks of docs/benchmarks.md (the
  * main block when density or fan-out ran, the gossip block when gossip ran, the placement
- * block when placement ran).
+ * block when placement ran, the outputs block when outputs ran).
  *
  * @module
  */
@@ -21,6 +22,14 @@ import {
   renderPlacementText,
   runPlacement,
 } from "./placement.ts";
+import {
+  OUTPUTS_BEGIN_MARK,
+  OUTPUTS_END_MARK,
+  type OutputsResults,
+  renderOutputsMarkdown,
+  renderOutputsText,
+  runOutputs,
+} from "./outputs.ts";
 import { stopAll } from "./_proc.ts";
 import {
   GOSSIP_BEGIN_MARK,
@@ -43,8 +52,11 @@ to all N agents, p50/p99 round trip, server CPU per round); and a cluster of jw 
 against a cluster of serf agents: gossip (join convergence, kill -9 detection, graceful
 leave, gossip bytes per node per second); and placement (weighted rendezvous hashing:
 ns per owner lookup at 3, 10, 100 servers, spread of 100,000 agent ids, and a reconnect
-storm: 1,200 simulated agents on three servers, one killed). Needs nats-server,
-serf and tcpdump, and root for the capture (scripts/install-bench-deps.sh).
+storm: 1,200 simulated agents on three servers, one killed); and outputs (the outputs
+pipeline's msg/s through file, AMQP and MQTT outputs next to amqplib and mqtt.js alone,
+reply-to-consumer latency, memory while the MQTT broker is down). Needs nats-server,
+serf and tcpdump, and root for the capture (scripts/install-bench-deps.sh); rabbitmq-server
+and mosquitto for outputs (scripts/install-test-deps.sh).
 
 Options:
   --n LIST            agent counts, default 1000,5000,10000
@@ -54,11 +66,13 @@ Options:
   --concurrency N     connects in flight per worker, default 100
   --settle MS         wait before the density memory reading, default 5000
   --idle MS           idle CPU window, default 10000
-  --only NAME         density, fanout, gossip or placement
+  --only NAME         density, fanout, gossip, placement or outputs
   --gossip-n LIST     gossip cluster sizes, default 5,10,20
   --gossip-repeats N  gossip runs per cluster size (the median is reported), default 3
   --gossip-capture S  gossip traffic capture window in seconds, default 35; 0 skips the
                       capture (tcpdump needs root or CAP_NET_RAW)
+  --outputs-messages N  messages per outputs throughput run, default 20000
+  --outputs-stall S   seconds of replies while the MQTT broker is down, default 60
   --no-profile        skip the CPU profile pass of the jw server
   --out FILE          where to write the report, default docs/benchmarks.md
   --no-write          do not write a report file
@@ -66,7 +80,8 @@ Options:
   --quick             smoke run: N 200,500, 5 rounds, 1 warm-up, short windows, no profile;
                       gossip at 5 nodes, 1 run, a 10 s capture without waiting for the
                       steady state; placement timed in 2 processes, 3 short runs per
-                      case, a storm of 300 agents; no report file unless --out is given`;
+                      case, a storm of 300 agents; outputs with 5,000 messages, 2 s latency
+                      runs and a 10 s stall; no report file unless --out is given`;
 
 function int(name: string, text: string | undefined, fallback: number): number {
   if (text === undefined) return fallback;
@@ -90,6 +105,8 @@ async function main(): Promise<number> {
       "gossip-n": { type: "string" },
       "gossip-repeats": { type: "string" },
       "gossip-capture": { type: "string" },
+      "outputs-messages": { type: "string" },
+      "outputs-stall": { type: "string" },
       "no-profile": { type: "boolean" },
       out: { type: "string" },
       "no-write": { type: "boolean" },
@@ -110,13 +127,11 @@ async function main(): Promise<number> {
     return v;
   });
   const only = values.only;
-  if (
-    only && only !== "density" && only !== "fanout" && only !== "gossip" && only !== "placement"
-  ) {
-    throw new Error("--only must be density, fanout, gossip or placement");
+  const names = ["density", "fanout", "gossip", "placement", "outputs"] as const;
+  if (only && !(names as readonly string[]).includes(only)) {
+    throw new Error("--only must be density, fanout, gossip, placement or outputs");
   }
-  const runs = (name: "density" | "fanout" | "gossip" | "placement") =>
-    only === undefined || only === name;
+  const runs = (name: typeof names[number]) => only === undefined || only === name;
   const gossipCounts = (values["gossip-n"] ?? (quick ? "5" : "5,10,20")).split(",").map((s) => {
     const v = Number(s.trim());
     if (!Number.isInteger(v) || v < 3) throw new Error(`--gossip-n: bad cluster size "${s}"`);
@@ -125,6 +140,14 @@ async function main(): Promise<number> {
   const gossipRepeats = int("gossip-repeats", values["gossip-repeats"], quick ? 1 : 3);
   const gossipCaptureS = int("gossip-capture", values["gossip-capture"], quick ? 10 : 35);
   if (gossipRepeats < 1) throw new Error("--gossip-repeats must be at least 1");
+  const outputsMessages = int(
+    "outputs-messages",
+    values["outputs-messages"],
+    quick ? 5000 : 20_000,
+  );
+  const outputsStallS = int("outputs-stall", values["outputs-stall"], quick ? 10 : 60);
+  if (outputsMessages < 1) throw new Error("--outputs-messages must be at least 1");
+  if (outputsStallS < 1) throw new Error("--outputs-stall must be at least 1");
   const settings: RunSettings = {
     quick,
     counts,
@@ -147,6 +170,7 @@ async function main(): Promise<number> {
     settings,
   };
   let placement: PlacementResults | undefined;
+  let outputs: OutputsResults | undefined;
   const dir = await Deno.makeTempDir({ prefix: "jw-bench-" });
   const log = (line: string) => console.error(line);
   const started = performance.now();
@@ -201,6 +225,15 @@ async function main(): Promise<number> {
           : { dir, log },
       );
     }
+    if (runs("outputs")) {
+      outputs = await runOutputs({
+        messages: outputsMessages,
+        latencyMs: quick ? 2000 : 5000,
+        stallMs: outputsStallS * 1000,
+        dir,
+        log,
+      });
+    }
   } finally {
     await stopAll();
   }
@@ -209,7 +242,7 @@ async function main(): Promise<number> {
     const { profiles: _, ...numbers } = results;
     await Deno.writeTextFile(
       `${dir}/results.json`,
-      JSON.stringify({ ...numbers, placement }, null, 2),
+      JSON.stringify({ ...numbers, placement, outputs }, null, 2),
     );
     log(`bench: kept ${dir} (logs, results.json${profile ? ", .cpuprofile files" : ""})`);
   } else {
@@ -218,6 +251,7 @@ async function main(): Promise<number> {
   log(`bench: finished in ${((performance.now() - started) / 1000).toFixed(0)} s`);
   if (results.density || results.fanout || results.gossip) console.log(renderText(results));
   if (placement) console.log(renderPlacementText(placement));
+  if (outputs) console.log(renderOutputsText(outputs));
   if (out) {
     if (results.density || results.fanout) await writeDoc(out, renderMarkdown(results));
     if (results.gossip) {
@@ -230,6 +264,12 @@ async function main(): Promise<number> {
       await writeDoc(out, renderPlacementMarkdown(placement, results.machine, quick), [
         PLACEMENT_BEGIN_MARK,
         PLACEMENT_END_MARK,
+      ]);
+    }
+    if (outputs) {
+      await writeDoc(out, renderOutputsMarkdown(outputs, results.machine, quick), [
+        OUTPUTS_BEGIN_MARK,
+        OUTPUTS_END_MARK,
       ]);
     }
     log(`bench: wrote ${out}`);
