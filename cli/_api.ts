@@ -9,6 +9,7 @@ import type {
   AgentInfo,
   AuditRecord,
   MembersAnswer,
+  OutputInfo,
   RelayedReply,
   RunEvent,
   RunRequest,
@@ -34,23 +35,6 @@ export interface StreamFilter {
   id?: string;
   /** Reply types, comma-separated: output, log, setTag. */
   type?: string;
-}
-
-/** One output's state, as `GET /v1/outputs` serves it. */
-export interface OutputInfo {
-  name: string;
-  type: string;
-  state: "idle" | "sending" | "retrying";
-  queued: number;
-  bytes: number;
-  delivered: number;
-  failed: number;
-  dropped: number;
-  dead: number;
-  filtered: number;
-  lastError: string | null;
-  lastErrorAt: number | null;
-  lastDeliveredAt: number | null;
 }
 
 /** Operator API calls. Stateless; safe to share. */

@@ -7,13 +7,13 @@ import type {
   AgentInfo,
   AgentOutcome,
   ClusterMemberInfo,
+  OutputInfo,
   RelayedReply,
   ScriptInfo,
   SummaryEvent,
   TargetState,
 } from "../shared/protocol/operator.ts";
 import { formatDuration } from "../shared/units.ts";
-import type { OutputInfo } from "./_api.ts";
 
 /** One line (or none) for a reply, as `jw client run` and `tail` print it. */
 export function renderReply(r: RelayedReply): string | undefined {

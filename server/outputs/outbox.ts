@@ -10,6 +10,7 @@
 import type { StatementSync } from "node:sqlite";
 import type { DatabaseSync, Migration } from "../../shared/db/mod.ts";
 import type { OutputMessageType } from "../../shared/config/outputs.ts";
+import type { OutputInfo } from "../../shared/protocol/operator.ts";
 import type { OutboxItem } from "./backend.ts";
 
 /** Creates the queue, the counters and the id counter. */
@@ -47,26 +48,8 @@ export const outputsMigration: Migration = {
 /** A message to queue (the queue assigns `seq`). */
 export type NewItem = Omit<OutboxItem, "seq">;
 
-/** One output's counters. */
-export interface OutputCounters {
-  /** Messages waiting. */
-  queued: number;
-  /** Their bytes (bodies). */
-  bytes: number;
-  /** Messages the backend confirmed. */
-  delivered: number;
-  /** Failed delivery attempts (batches). */
-  failed: number;
-  /** Messages dropped because the queue was full. */
-  dropped: number;
-  /** Messages the destination refused, or the format script failed on: in the dead-letter file. */
-  dead: number;
-  /** Messages the format script dropped (returned null). */
-  filtered: number;
-  lastError: string | null;
-  lastErrorAt: number | null;
-  lastDeliveredAt: number | null;
-}
+/** One output's counters (the wire form adds name, type and state). */
+export type OutputCounters = Omit<OutputInfo, "name" | "type" | "state">;
 
 /** Ids reserved per counter write. */
 const ID_BLOCK = 1000;

@@ -27,7 +27,8 @@ import type { Alive, RelayedReply } from "../../shared/protocol/mod.ts";
 import { relayedJson } from "../delegate/bus.ts";
 import type { Backend, OutboxItem } from "./backend.ts";
 import type { Formatter } from "./format.ts";
-import type { NewItem, OutputCounters, OutputQueue } from "./outbox.ts";
+import type { OutputInfo } from "../../shared/protocol/operator.ts";
+import type { NewItem, OutputQueue } from "./outbox.ts";
 
 /** How long messages wait in memory before they are written, ms. */
 export const FLUSH_MS = 5;
@@ -35,12 +36,7 @@ export const FLUSH_MS = 5;
 export const FLUSH_COUNT = 1000;
 
 /** One output's state as `GET /v1/outputs` shows it. */
-export interface OutputStatus extends OutputCounters {
-  name: string;
-  type: OutputConfig["type"];
-  /** `idle` (nothing queued), `sending`, or `retrying` (the backend is failing). */
-  state: "idle" | "sending" | "retrying";
-}
+export type OutputStatus = OutputInfo;
 
 /** Options for {@link startOutputs}. */
 export interface OutputsOptions {

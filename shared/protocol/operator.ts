@@ -267,3 +267,28 @@ export function httpStatusFor(code: string): number {
       return 500;
   }
 }
+
+/** One output (file, broker, HTTP endpoint) as `GET /v1/outputs` serves it: `{outputs: OutputInfo[]}`. */
+export interface OutputInfo {
+  name: string;
+  /** file, amqp, mqtt, nsq or http. */
+  type: string;
+  /** `idle` (nothing queued), `sending`, or `retrying` (the destination is failing). */
+  state: "idle" | "sending" | "retrying";
+  /** Messages waiting in the output's queue, and their bytes. */
+  queued: number;
+  bytes: number;
+  /** Messages the destination confirmed. */
+  delivered: number;
+  /** Failed delivery attempts (batches). */
+  failed: number;
+  /** Messages dropped because the queue was full. */
+  dropped: number;
+  /** Messages in the dead-letter file (refused, or the format script failed on them). */
+  dead: number;
+  /** Messages the format script dropped (returned null). */
+  filtered: number;
+  lastError: string | null;
+  lastErrorAt: number | null;
+  lastDeliveredAt: number | null;
+}
