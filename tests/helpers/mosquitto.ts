@@ -51,17 +51,6 @@ function freeTcpPort(): number {
   return port;
 }
 
-/** Resolves once `port` accepts a TCP connection (the connection is closed at once). */
-async function accepts(port: number): Promise<boolean> {
-  try {
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-    conn.close();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** A running broker process. */
 interface Run {
   child: Deno.ChildProcess;
@@ -153,7 +142,7 @@ export class Mosquitto implements AsyncDisposable {
       this.#options.startTimeoutMs ?? 10_000,
       from,
     ).then(() => true, () => false);
-    if (started && await accepts(this.port)) return;
+    if (started && await this.#serving(from)) return;
     await this.stop();
     throw new Error(
       `mosquitto did not start on port ${this.port}:\n${this.log.slice(from).join("\n")}`,
@@ -169,16 +158,60 @@ export class Mosquitto implements AsyncDisposable {
     const run = this.#run;
     if (!run) return;
     this.#run = null;
-    try {
-      run.child.kill("SIGTERM");
-      if (this.#paused) run.child.kill("SIGCONT");
-    } catch {
-      // already exited
-    }
+    const signal = (sig: Deno.Signal) => {
+      try {
+        run.child.kill(sig);
+      } catch {
+        // already exited
+      }
+    };
+    let exited = false;
+    const status = run.child.status.then(() => {
+      exited = true;
+    });
+    signal("SIGTERM");
+    if (this.#paused) signal("SIGCONT");
     this.#paused = false;
-    await run.child.status;
+    // Mosquitto installs its signal handlers, logs "running", then sets its run flag: a
+    // SIGTERM in between is lost (start() waits past that point, but a broker can still
+    // be stopped mid-start). Repeat it every second; SIGKILL after 5 s.
+    for (let i = 0; i < 5 && !exited; i++) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([status, new Promise((r) => timer = setTimeout(r, 1000))]);
+      clearTimeout(timer);
+      if (!exited) signal("SIGTERM");
+    }
+    if (!exited) signal("SIGKILL");
+    await status;
     await run.pump;
     if (!this.#options.persistence) await this.#removeDir();
+  }
+
+  /**
+   * True once the broker's main loop accepted a connection: it logs each one ("New
+   * connection from HOST:PORT"), so the port accepts and the broker is past its startup.
+   */
+  async #serving(from: number): Promise<boolean> {
+    let conn: Deno.TcpConn;
+    try {
+      conn = await Deno.connect({ hostname: "127.0.0.1", port: this.port });
+    } catch {
+      return false;
+    }
+    try {
+      const local = (conn.localAddr as Deno.NetAddr).port;
+      const timeoutMs = this.#options.startTimeoutMs ?? 10_000;
+      await this.waitForLog(
+        new RegExp(`New connection from 127\\.0\\.0\\.1:${local} `),
+        timeoutMs,
+        from,
+      );
+      return true;
+    } catch {
+      return false;
+    } finally {
+      conn.close();
+    }
   }
 
   /**
