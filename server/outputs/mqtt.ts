@@ -316,27 +316,33 @@ class MqttBackend implements Backend, AsyncDisposable {
     const { clock } = this.#deps;
     const timeoutMs = this.#config.timeout;
     return new Promise<void>((resolve, reject) => {
-      let timer: TimerId | undefined;
       let settled = false;
+      // One timer per wait, not one per acknowledgement: rearm() only notes the time.
+      let progress = clock.now();
+      let timer: TimerId;
       const done = (err?: JwError) => {
         if (settled) return;
         settled = true;
-        if (timer !== undefined) clock.clearTimeout(timer);
+        clock.clearTimeout(timer);
         if (this.#fail === done) this.#fail = null;
         if (err) reject(err);
         else resolve();
       };
       const rearm = () => {
-        if (settled) return;
-        if (timer !== undefined) clock.clearTimeout(timer);
-        timer = clock.setTimeout(() => {
-          const err = new Error(`no answer within ${timeoutMs} ms`);
-          done(this.#unavailable(`${this.#url} did not answer`, err));
-          if (this.#client) this.#lost(this.#client, err);
-        }, timeoutMs);
+        progress = clock.now();
       };
+      const check = () => {
+        const quiet = clock.now() - progress;
+        if (quiet < timeoutMs) {
+          timer = clock.setTimeout(check, timeoutMs - quiet);
+          return;
+        }
+        const err = new Error(`no answer within ${timeoutMs} ms`);
+        done(this.#unavailable(`${this.#url} did not answer`, err));
+        if (this.#client) this.#lost(this.#client, err);
+      };
+      timer = clock.setTimeout(check, timeoutMs);
       this.#fail = done;
-      rearm();
       try {
         start(done, rearm);
       } catch (err) {

@@ -329,6 +329,23 @@ Deno.test("mqtt: MQTT 5 carries mid and type as user properties", async () => {
   await sub.close();
 });
 
+Deno.test("mqtt: MQTT 5 keeps within the broker's Receive Maximum", async () => {
+  await using broker = await startMosquitto({ extraConfig: ["max_inflight_messages 7"] });
+  await using proxy = new CountingProxy(broker.port);
+  const sub = await subscribe(broker.url);
+  await using backend = createMqttBackend(
+    config(proxy.url, { protocolVersion: 5, window: 200 }),
+    deps(),
+  );
+  const batch = items(1, 100);
+  await backend.send(batch);
+  assert.ok(proxy.maxUnacked <= 7, `up to ${proxy.maxUnacked} unacknowledged`);
+  assert.ok(proxy.maxUnacked >= 2, `publishes were not pipelined (${proxy.maxUnacked})`);
+  await sub.waitFor(100);
+  assert.deepEqual(sub.messages.map((m) => JSON.parse(m.body).mid), batch.map((i) => i.mid));
+  await sub.close();
+});
+
 Deno.test("mqtt: MQTT 5 messages refused by the broker's ACL are `rejected` by seq", async () => {
   const dir = await Deno.makeTempDir({ prefix: "jw-mqtt-acl-" });
   try {
