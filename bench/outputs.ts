@@ -666,7 +666,10 @@ export async function runOutputs(options: OutputsBenchOptions): Promise<OutputsR
   }
 
   log("outputs: starting rabbitmq-server and mosquitto");
-  const [rabbit, mosquitto] = await Promise.all([startRabbitMq(), startMosquitto()]);
+  const [rabbit, mosquitto] = await Promise.all([
+    startRabbitMq(),
+    startMosquitto({ extraConfig: ["set_tcp_nodelay true"] }),
+  ]);
   try {
     // amqp
     {
