@@ -668,6 +668,7 @@ export async function runOutputs(options: OutputsBenchOptions): Promise<OutputsR
   log("outputs: starting rabbitmq-server and mosquitto");
   const [rabbit, mosquitto] = await Promise.all([
     startRabbitMq(),
+    // As docs/outputs.md recommends: without it Nagle holds back each batch's last PUBACK.
     startMosquitto({ extraConfig: ["set_tcp_nodelay true"] }),
   ]);
   try {
