@@ -7,6 +7,7 @@ import {
   agentAudit,
   CuttableProxy,
   eventually,
+  freeTcpPort,
   type JsonLine,
   scratchDir,
   startAgent,
@@ -265,7 +266,7 @@ Deno.test("a persistent job survives kill -9 of its agent", async () => {
 });
 
 Deno.test("on-start/connect/disconnect/stop fire once each; output made while the server is down arrives after, in order, once", async (t) => {
-  const port = freePort();
+  const port = freeTcpPort();
   const dataDir = await scratchDir("restart-server-");
   let server = await startServer({ http: `127.0.0.1:${port}`, dataDir });
   await using proxy = new CuttableProxy(server.url);
@@ -413,11 +414,4 @@ async function assertEveryRecordedRunDelivered(
   for (const run of settled) {
     assert.ok(delivered.has(run.run), `run ${run.run} was recorded but never delivered`);
   }
-}
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
 }

@@ -14,6 +14,7 @@
  * @module
  */
 import dgram from "node:dgram";
+import { findProgram } from "./process.ts";
 
 /** One SRV record. */
 export interface DnsmasqSrv {
@@ -48,17 +49,6 @@ export interface DnsmasqOptions {
 }
 
 const DNSMASQ_PATHS = ["/usr/sbin/dnsmasq", "/sbin/dnsmasq", "/usr/bin/dnsmasq"];
-
-function dnsmasqPath(): string {
-  for (const path of DNSMASQ_PATHS) {
-    try {
-      if (Deno.statSync(path).isFile) return path;
-    } catch {
-      // not here
-    }
-  }
-  throw new Error("dnsmasq not found: run `bash scripts/install-test-deps.sh` (dnsmasq-base)");
-}
 
 /** A free UDP port on 127.0.0.1 (dnsmasq binds UDP and TCP on it; a clash is retried). */
 async function freeUdpPort(): Promise<number> {
@@ -126,7 +116,7 @@ function recordArgs(options: DnsmasqOptions): string[] {
  * once it answers queries. Retries on another port when the chosen one is taken.
  */
 export async function startDnsmasq(options: DnsmasqOptions = {}): Promise<Dnsmasq> {
-  const path = dnsmasqPath();
+  const path = findProgram(DNSMASQ_PATHS, "dnsmasq", "dnsmasq-base");
   const failures: string[] = [];
   for (let attempt = 0; attempt < 5; attempt++) {
     const port = await freeUdpPort();

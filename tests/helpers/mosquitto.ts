@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { findProgram, freeTcpPort } from "./process.ts";
 
 /** Options for {@link startMosquitto}. */
 export interface MosquittoOptions {
@@ -31,25 +32,6 @@ export interface MosquittoOptions {
 }
 
 const MOSQUITTO_PATHS = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"];
-
-function mosquittoPath(): string {
-  for (const path of MOSQUITTO_PATHS) {
-    try {
-      if (Deno.statSync(path).isFile) return path;
-    } catch {
-      // not here
-    }
-  }
-  throw new Error("mosquitto not found: run `bash scripts/install-test-deps.sh` (mosquitto)");
-}
-
-/** A free TCP port on 127.0.0.1 (a clash with another process is retried by the caller). */
-function freeTcpPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
 
 /** A running broker process. */
 interface Run {
@@ -112,7 +94,7 @@ export class Mosquitto implements AsyncDisposable {
     const config = `${this.#dir}/mosquitto.conf`;
     await Deno.mkdir(this.#dir, { recursive: true });
     await Deno.writeTextFile(config, this.#config());
-    const child = new Deno.Command(mosquittoPath(), {
+    const child = new Deno.Command(findProgram(MOSQUITTO_PATHS, "mosquitto", "mosquitto"), {
       args: ["-c", config],
       stdin: "null",
       stdout: "null",

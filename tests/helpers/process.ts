@@ -151,3 +151,26 @@ export async function runJw(
   }
   return { code: out.code, stdout, stderr: new TextDecoder().decode(out.stderr), json };
 }
+
+/** A TCP port free on 127.0.0.1 right now (a clash with another process is the caller's to retry). */
+export function freeTcpPort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/**
+ * The first of `paths` that is a file: where a Debian package put a program.
+ * @throws Error naming `what` and the package that scripts/install-test-deps.sh installs.
+ */
+export function findProgram(paths: readonly string[], what: string, pkg: string): string {
+  for (const path of paths) {
+    try {
+      if (Deno.statSync(path).isFile) return path;
+    } catch {
+      // not here
+    }
+  }
+  throw new Error(`${what} not found: run \`bash scripts/install-test-deps.sh\` (${pkg})`);
+}

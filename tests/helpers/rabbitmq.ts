@@ -13,6 +13,8 @@
  *
  * @module
  */
+import { findProgram, freeTcpPort } from "./process.ts";
+
 const SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const EPMD_PATHS = ["/usr/bin/epmd", "/usr/lib/erlang/bin/epmd"];
 
@@ -27,26 +29,6 @@ export interface RabbitMqOptions {
   startTimeoutMs?: number;
   /** Longest wait for a graceful stop before the broker is killed, in ms. Default 20000. */
   stopTimeoutMs?: number;
-}
-
-/** Where a file is, among a few places; throws when it is nowhere. */
-function findFile(paths: string[], what: string): string {
-  for (const path of paths) {
-    try {
-      if (Deno.statSync(path).isFile) return path;
-    } catch {
-      // not here
-    }
-  }
-  throw new Error(`${what} not found: run \`bash scripts/install-test-deps.sh\` (rabbitmq-server)`);
-}
-
-/** A free TCP port on 127.0.0.1 (free now; a clash at start is retried on other ports). */
-function freeTcpPort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
 }
 
 /** A child process with its output (stdout and stderr) captured line by line. */
@@ -319,7 +301,7 @@ export class RabbitMq implements AsyncDisposable {
 
 /** Starts epmd in the foreground on `port`, resolving once it listens. */
 async function startEpmd(port: number, timeoutMs: number): Promise<Child> {
-  const epmd = new Child(findFile(EPMD_PATHS, "epmd"), [
+  const epmd = new Child(findProgram(EPMD_PATHS, "epmd", "rabbitmq-server"), [
     "-d",
     "-address",
     "127.0.0.1",
@@ -342,7 +324,7 @@ async function startEpmd(port: number, timeoutMs: number): Promise<Child> {
  * one was taken meanwhile.
  */
 export async function startRabbitMq(options: RabbitMqOptions = {}): Promise<RabbitMq> {
-  findFile([SERVER], "rabbitmq-server");
+  findProgram([SERVER], "rabbitmq-server", "rabbitmq-server");
   const startTimeoutMs = options.startTimeoutMs ?? 60_000;
   const stopTimeoutMs = options.stopTimeoutMs ?? 20_000;
   const failures: string[] = [];
