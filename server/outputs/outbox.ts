@@ -71,6 +71,7 @@ export class OutputQueue {
   readonly #insert: StatementSync;
   readonly #peek: StatementSync;
   readonly #remove: StatementSync;
+  readonly #sizeUpTo: StatementSync;
   readonly #removeOne: StatementSync;
   readonly #oldest: StatementSync;
   readonly #state: StatementSync;
@@ -89,8 +90,10 @@ export class OutputQueue {
       `SELECT seq, mid, type, agent, key, tags, body FROM output_queue
        WHERE output = ? AND seq > ? ORDER BY seq LIMIT ?`,
     );
-    this.#remove = db.prepare(
-      `DELETE FROM output_queue WHERE output = ? AND seq <= ? RETURNING bytes AS n`,
+    this.#remove = db.prepare(`DELETE FROM output_queue WHERE output = ? AND seq <= ?`);
+    this.#sizeUpTo = db.prepare(
+      `SELECT count(*) AS count, coalesce(sum(bytes), 0) AS bytes FROM output_queue
+       WHERE output = ? AND seq <= ?`,
     );
     this.#removeOne = db.prepare(
       `DELETE FROM output_queue WHERE output = ? AND seq = ? RETURNING bytes AS n`,
@@ -129,14 +132,17 @@ export class OutputQueue {
     const held = this.#held(output);
     this.#db.exec("BEGIN");
     try {
+      const tagText = new Map<Readonly<Record<string, string>>, string>();
       for (const i of items) {
+        let text = tagText.get(i.tags);
+        if (text === undefined) tagText.set(i.tags, text = JSON.stringify(i.tags));
         this.#insert.run(
           output,
           i.mid,
           i.type,
           i.agent,
           i.key,
-          JSON.stringify(i.tags),
+          text,
           i.body,
           i.body.length,
         );
@@ -167,15 +173,21 @@ export class OutputQueue {
 
   /** Up to `limit` messages of `output` after `afterSeq`, oldest first. */
   peek(output: string, limit: number, afterSeq = 0): OutboxItem[] {
-    return (this.#peek.all(output, afterSeq, limit) as unknown as Row[]).map((r) => ({
-      seq: Number(r.seq),
-      mid: r.mid,
-      type: r.type,
-      agent: r.agent,
-      key: r.key,
-      tags: JSON.parse(r.tags),
-      body: r.body,
-    }));
+    // Messages of one agent share their tags' text: parse each text once per batch.
+    const tags = new Map<string, Record<string, string>>();
+    return (this.#peek.all(output, afterSeq, limit) as unknown as Row[]).map((r) => {
+      let t = tags.get(r.tags);
+      if (!t) tags.set(r.tags, t = JSON.parse(r.tags) as Record<string, string>);
+      return {
+        seq: Number(r.seq),
+        mid: r.mid,
+        type: r.type,
+        agent: r.agent,
+        key: r.key,
+        tags: t,
+        body: r.body,
+      };
+    });
   }
 
   /**
@@ -191,10 +203,10 @@ export class OutputQueue {
     const held = this.#held(output);
     this.#db.exec("BEGIN");
     try {
-      for (const r of this.#remove.all(output, seq) as { n: number }[]) {
-        held.bytes -= Number(r.n);
-        held.count--;
-      }
+      const gone = this.#sizeUpTo.get(output, seq) as { count: number; bytes: number };
+      this.#remove.run(output, seq);
+      held.bytes -= Number(gone.bytes);
+      held.count -= Number(gone.count);
       this.#ensureState(output);
       this.#db.prepare(
         `UPDATE output_state SET delivered = delivered + ?, dead = dead + ?,
