@@ -295,10 +295,21 @@ class Server implements JwServer {
       serverId: id,
       mailbox: createMailbox(db),
       // Agents seen here that are not connected now (none, cheaply, when all are).
-      known: () =>
-        store.count() <= registry.connected ? [] : store.all()
-          .filter((row) => !registry.get(row.id))
-          .map((row) => ({ id: row.id, tags: row.tags, connected: false, server: row.server })),
+      known: (agentId) => {
+        const offline = (row: NonNullable<ReturnType<typeof store.get>>) => ({
+          id: row.id,
+          tags: row.tags,
+          connected: false,
+          server: row.server,
+        });
+        if (agentId !== undefined) {
+          const row = registry.get(agentId) ? undefined : store.get(agentId);
+          return row ? [offline(row)] : [];
+        }
+        return store.count() <= registry.connected
+          ? []
+          : store.all().filter((row) => !registry.get(row.id)).map(offline);
+      },
       cluster: transport
         ? {
           agents: () => this.#cluster?.state.list("agent") ?? [],

@@ -162,10 +162,10 @@ export interface DispatcherOptions {
   /** Commands for offline agents. Without it, offline targets are reported and not kept. */
   mailbox?: Mailbox;
   /**
-   * Agents this server has seen (connected or not), for offline targets. Default: none
-   * beyond the connected ones.
+   * Agents this server has seen and that are not connected here, for offline targets: all of
+   * them, or only `id` when given. Default: none.
    */
-  known?: () => Iterable<KnownAgent>;
+  known?: (id?: string) => Iterable<KnownAgent>;
   /** The cluster, when there is one. */
   cluster?: ClusterDirectory;
 }
@@ -415,8 +415,8 @@ class DispatcherImpl implements Dispatcher {
       if (!held || (a.connected && !held.connected)) seen.set(a.id, a);
     };
     if (target.kind === "agent") {
-      // One agent: no need to walk everyone.
-      for (const a of known?.() ?? []) if (a.id === target.id) consider(a);
+      // One agent: looked up, not searched for among all.
+      for (const a of known?.(target.id) ?? []) if (a.id === target.id) consider(a);
       for (const a of cluster?.agents() ?? []) if (a.id === target.id) consider(a);
     } else {
       for (const a of known?.() ?? []) consider(a);

@@ -26,8 +26,10 @@ function setup(over: Partial<DispatcherOptions> = {}) {
     clock: f.clock,
     random: testRandom,
     mailbox,
-    known: () =>
-      f.store.all().filter((r) => !f.registry.get(r.id)).map((r) => ({
+    known: (id?: string) =>
+      f.store.all().filter((r) => !f.registry.get(r.id) && (id === undefined || r.id === id)).map((
+        r,
+      ) => ({
         id: r.id,
         tags: r.tags,
         connected: false,
