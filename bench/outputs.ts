@@ -397,6 +397,37 @@ async function feedPaced(
 /** The time allowed for `n` messages to arrive. */
 const allow = (n: number) => 30_000 + n;
 
+/**
+ * Times a raw client: a warm-up of {@link WARMUP} messages, then `messages`, counted once
+ * `run` has them confirmed and once the consumer (`received`) has them all.
+ */
+async function timeRaw(
+  path: string,
+  backend: ThroughputRow["backend"],
+  run: (n: number) => Promise<void>,
+  received: Counter,
+  messages: number,
+): Promise<ThroughputRow> {
+  received.reset();
+  await run(WARMUP);
+  await received.until(WARMUP, allow(WARMUP), `${path} warm-up`);
+  received.reset();
+  const start = performance.now();
+  const arrived = received.until(messages, allow(messages), `${path} consumer`);
+  await run(messages);
+  const confirmedAt = performance.now();
+  const receivedAt = await arrived;
+  return {
+    path,
+    backend,
+    raw: true,
+    messages,
+    bytes: received.bytes / received.count,
+    confirmedPerS: (messages * 1000) / (confirmedAt - start),
+    receivedPerS: (messages * 1000) / (receivedAt - start),
+  };
+}
+
 /** Runs the pipeline's throughput measurement (after a warm-up) for one backend. */
 async function pipelineThroughput(
   p: Pipeline,
@@ -489,24 +520,7 @@ async function rawAmqp(
         await ch.waitForConfirms();
       }
     };
-    received.reset();
-    await run(WARMUP);
-    await received.until(WARMUP, allow(WARMUP), "amqplib warm-up");
-    received.reset();
-    const start = performance.now();
-    const arrived = received.until(messages, allow(messages), "amqplib consumer");
-    await run(messages);
-    const confirmedAt = performance.now();
-    const receivedAt = await arrived;
-    return {
-      path: "amqplib",
-      backend: "amqp",
-      raw: true,
-      messages,
-      bytes: received.bytes / received.count,
-      confirmedPerS: (messages * 1000) / (confirmedAt - start),
-      receivedPerS: (messages * 1000) / (receivedAt - start),
-    };
+    return await timeRaw("amqplib", "amqp", run, received, messages);
   } finally {
     await model.close().catch(() => {});
   }
@@ -559,24 +573,7 @@ async function rawMqtt(
       pump();
     });
   try {
-    received.reset();
-    await run(WARMUP);
-    await received.until(WARMUP, allow(WARMUP), "mqtt.js warm-up");
-    received.reset();
-    const start = performance.now();
-    const arrived = received.until(messages, allow(messages), "mqtt.js consumer");
-    await run(messages);
-    const confirmedAt = performance.now();
-    const receivedAt = await arrived;
-    return {
-      path: "mqtt.js",
-      backend: "mqtt",
-      raw: true,
-      messages,
-      bytes: received.bytes / received.count,
-      confirmedPerS: (messages * 1000) / (confirmedAt - start),
-      receivedPerS: (messages * 1000) / (receivedAt - start),
-    };
+    return await timeRaw("mqtt.js", "mqtt", run, received, messages);
   } finally {
     await client.endAsync().catch(() => {});
   }
