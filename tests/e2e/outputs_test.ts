@@ -8,7 +8,13 @@
 import assert from "node:assert/strict";
 import amqp, { type ConsumeMessage } from "amqplib";
 import mqtt from "mqtt";
-import { eventually, scratchDir, startAgent, startServer } from "../helpers/mod.ts";
+import {
+  eventually,
+  scratchDir,
+  startAgent,
+  startServer,
+  type TestServer,
+} from "../helpers/mod.ts";
 import { startRabbitMq } from "../helpers/rabbitmq.ts";
 import { startMosquitto } from "../helpers/mosquitto.ts";
 
@@ -67,6 +73,21 @@ function assertComplete(name: string, got: Dedup, agent: string): void {
   assert.ok(got.order.every((m) => m.agent === agent && m.type === "output"));
   assert.deepEqual(got.order[0].message.meta, { test: "outage" }, `${name}: meta intact`);
   assert.equal(got.order.at(-1)!.message.done, true);
+}
+
+/** Has `agent` make {@link MESSAGES} output messages (`seq 1 10000`) with meta test=outage. */
+async function makeMessages(server: TestServer, agent: string): Promise<void> {
+  const r = await server.client(
+    "run",
+    `agent:${agent}`,
+    "exec.run",
+    JSON.stringify({ cmd: "/usr/bin/seq", args: ["1", String(LINES)] }),
+    "--meta",
+    "test=outage",
+    "--timeout",
+    "2m",
+  );
+  assert.equal(r.code, 0, r.stderr);
 }
 
 async function outputStatus(
@@ -150,17 +171,7 @@ Deno.test("outputs: RabbitMQ, Mosquitto and HTTP down while 10,001 messages are 
     sub.end(true);
     receiver.state.down = true;
 
-    const r = await server.client(
-      "run",
-      "agent:gen-1",
-      "exec.run",
-      JSON.stringify({ cmd: "/usr/bin/seq", args: ["1", String(LINES)] }),
-      "--meta",
-      "test=outage",
-      "--timeout",
-      "2m",
-    );
-    assert.equal(r.code, 0, r.stderr);
+    await makeMessages(server, "gen-1");
     const queued = await eventually("all queued", async () => {
       const s = await outputStatus(server);
       return ["rabbit", "mosquitto", "receiver"].every((n) => s[n].queued === MESSAGES)
@@ -251,17 +262,7 @@ Deno.test("outputs: messages waiting in the queue survive a server restart", asy
     const first = await startServer({ config, dataDir: data });
     try {
       await using _agent = await startAgent(first, "gen-2", { allowRun: ["/usr/bin/seq"] });
-      const r = await first.client(
-        "run",
-        "agent:gen-2",
-        "exec.run",
-        JSON.stringify({ cmd: "/usr/bin/seq", args: ["1", String(LINES)] }),
-        "--meta",
-        "test=outage",
-        "--timeout",
-        "2m",
-      );
-      assert.equal(r.code, 0, r.stderr);
+      await makeMessages(first, "gen-2");
       await eventually(
         "queued",
         async () => (await outputStatus(first)).receiver.queued === MESSAGES ? true : undefined,
