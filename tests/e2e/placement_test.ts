@@ -107,24 +107,33 @@ Deno.test("placement: 30 agents, one seed URL, kill -9 and restart, commands acr
           await startAgent(p1, id, { wait: false, config: AGENT_CONFIG, tags: { fleet: "t" } }),
         );
       }
+      // On a loaded machine a server can be briefly suspect while agents arrive; p1 then
+      // keeps an agent itself and hands it over moments later, so wait for the settled view.
       const listed = await agentsWhen(
         p1,
-        "30 agents connected",
-        (a) => a.filter((x) => ids.includes(x.id) && x.connected).length === 30,
+        "30 agents connected, each on its owner",
+        (a) =>
+          ids.every((id) => {
+            const x = a.find((y) => y.id === id);
+            return x?.connected && x.server === ownerOf(id);
+          }),
         60_000,
       );
       const counts: Record<string, number> = { p1: 0, p2: 0, p3: 0 };
-      for (const a of listed.filter((x) => ids.includes(x.id))) {
-        assert.equal(a.server, ownerOf(a.id), `${a.id} on its owner`);
-        counts[a.server!]++;
-      }
+      for (const a of listed.filter((x) => ids.includes(x.id))) counts[a.server!]++;
       const expected: Record<string, number> = { p1: 0, p2: 0, p3: 0 };
       for (const id of ids) expected[ownerOf(id)]++;
       assert.deepEqual(counts, expected);
       assert.ok(Object.values(counts).every((n) => n > 0), `spread: ${JSON.stringify(counts)}`);
-      // Each server tells the others' agents where to go, at the handshake.
-      const redirected = await p1.api.audit({ action: "handshake.redirected", limit: 1000 });
-      assert.equal(redirected.length, ids.filter((id) => ownerOf(id) !== "p1").length);
+      // p1 told every agent it does not own where to go: at the handshake, or by a handoff.
+      const sent = [
+        ...await p1.api.audit({ action: "handshake.redirected", limit: 1000 }),
+        ...await p1.api.audit({ action: "agent.handoff", limit: 1000 }),
+      ];
+      assert.deepEqual(
+        [...new Set(sent.map((e) => e.target))].sort(),
+        ids.filter((id) => ownerOf(id) !== "p1"),
+      );
     });
 
     await t.step("a command given to p1 reaches agents on all three, meta intact", async () => {
@@ -185,6 +194,7 @@ Deno.test("placement: 30 agents, one seed URL, kill -9 and restart, commands acr
 
     await t.step("p2 restarted: only its share moves back, gradually", async () => {
       const moved = new Map(ids.map((id) => [id, welcomes(agents.get(id)!)]));
+      const restartedAt = Date.now();
       await using again = await placementServer("p2", [p1.gossip!], {
         dataDir: p2.dataDir,
         http: new URL(p2.url).host,
@@ -204,7 +214,7 @@ Deno.test("placement: 30 agents, one seed URL, kill -9 and restart, commands acr
       const handoffs = [
         ...await p1.api.audit({ action: "agent.handoff", limit: 1000 }),
         ...await p3.api.audit({ action: "agent.handoff", limit: 1000 }),
-      ];
+      ].filter((h) => h.ts >= restartedAt);
       assert.deepEqual([...new Set(handoffs.map((h) => h.target))].sort(), [...onP2].sort());
       const spanMs = Math.max(...handoffs.map((h) => h.ts)) -
         Math.min(...handoffs.map((h) => h.ts));
