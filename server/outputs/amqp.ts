@@ -26,6 +26,7 @@ import type { AmqpOutputConfig } from "../../shared/config/outputs.ts";
 import { JwError } from "../../shared/errors.ts";
 import type { Backend, BackendDeps, OutboxItem } from "./backend.ts";
 import { checkTemplate, renderTemplate } from "./template.ts";
+import { SendOrder, type Turn } from "./turns.ts";
 
 /** What a value filled into a routing key may keep; anything else becomes `_`. */
 const ROUTING_KEY_SAFE = /[^\s\p{Cc}.#*]/u;
@@ -43,9 +44,9 @@ class Session {
   failure: Error | null = null;
   /**
    * Told when the session breaks, or given the error to fail with when the backend closes
-   * (the batch in flight listens).
+   * (each batch in flight listens).
    */
-  onFailure: ((err?: JwError) => void) | null = null;
+  readonly onFailure = new Set<(err?: JwError) => void>();
   /** True once this side started closing it (its close is then not news). */
   closing = false;
   /** True once the broker stopped answering (a close would not be answered either). */
@@ -129,6 +130,13 @@ class AmqpBackend implements Backend, AsyncDisposable {
   readonly #shutdowns = new Set<Promise<void>>();
   /** The last connection failure logged at warn (repeats go to debug). */
   #lastWarning = "";
+  /** Keeps overlapping sends' publishes in order. */
+  readonly #order = new SendOrder();
+  /**
+   * A second batch may be published while the first waits for its confirms, so the broker
+   * always has work (publishing stays in queue order).
+   */
+  readonly window = 2;
 
   constructor(config: AmqpOutputConfig, deps: BackendDeps) {
     checkTemplate(config.routingKey, `outputs.${config.name}.routingKey`);
@@ -146,16 +154,23 @@ class AmqpBackend implements Backend, AsyncDisposable {
     this.#timeoutMs = config.timeout ?? 10_000;
   }
 
-  async send(batch: readonly OutboxItem[]): Promise<void> {
+  async send(batch: readonly OutboxItem[], after = 0): Promise<void> {
     if (this.#closed) throw this.#closedError();
     if (batch.length === 0) return;
-    const session = await this.#connect();
+    const turn = this.#order.next(after);
+    let session: Session | undefined;
     try {
-      await this.#publish(session, batch);
+      if (!await turn.ready()) {
+        throw this.#unavailable("not sent: the batch before it failed and goes again first");
+      }
+      session = await this.#connect();
+      await this.#publish(session, batch, turn);
+      turn.settle(true);
     } catch (err) {
+      turn.settle(false);
       // Whatever went wrong, the next send starts on a fresh connection. A stalled broker
       // may never answer a close, so that one is cut at once.
-      this.#drop(session, !session.stalled);
+      if (session) this.#drop(session, !session.stalled);
       throw this.#closed ? this.#closedError() : err;
     }
   }
@@ -168,7 +183,7 @@ class AmqpBackend implements Backend, AsyncDisposable {
       this.#session = null;
       if (session) {
         // A batch in flight fails now rather than after the goodbye.
-        session.onFailure?.(this.#closedError());
+        for (const listener of [...session.onFailure]) listener(this.#closedError());
         this.#drop(session, true);
       }
       while (this.#shutdowns.size > 0) await Promise.all(this.#shutdowns);
@@ -270,7 +285,7 @@ class AmqpBackend implements Backend, AsyncDisposable {
           });
         }
       }
-      session.onFailure?.();
+      for (const listener of [...session.onFailure]) listener();
     };
     model.on("error", (err: Error) => fail(err));
     model.on("close", (err?: Error) => fail(err ?? new Error("connection closed")));
@@ -356,7 +371,7 @@ class AmqpBackend implements Backend, AsyncDisposable {
    * 'drain' whenever the socket buffer is full; fails when the broker nacks, the channel or
    * connection breaks, or nothing happens for the timeout.
    */
-  #publish(session: Session, batch: readonly OutboxItem[]): Promise<void> {
+  #publish(session: Session, batch: readonly OutboxItem[], turn: Turn): Promise<void> {
     const channel = session.channel;
     if (!channel) return Promise.reject(this.#unavailable("no channel"));
     const { clock, serverId } = this.#deps;
@@ -376,7 +391,9 @@ class AmqpBackend implements Backend, AsyncDisposable {
         settled = true;
         if (timer !== undefined) clock.clearTimeout(timer);
         channel.off("drain", onDrain);
-        session.onFailure = null;
+        session.onFailure.delete(onFailure);
+        if (err) turn.settle(false);
+        else turn.published();
         if (drainWaits > 0) {
           this.#deps.logger.debug("amqp output waited for the socket to drain", {
             output: this.name,
@@ -415,6 +432,16 @@ class AmqpBackend implements Backend, AsyncDisposable {
         if (unconfirmed === 0) finish();
         else progress();
       };
+      // Messages of one agent, type and command share their routing key: work it out once.
+      const keys = new Map<Readonly<Record<string, string>>, Map<string, string>>();
+      const keyOf = (item: OutboxItem) => {
+        let byTags = keys.get(item.tags);
+        if (!byTags) keys.set(item.tags, byTags = new Map());
+        const id = `${item.type}\0${item.agent}\0${item.key}`;
+        let key = byTags.get(id);
+        if (key === undefined) byTags.set(id, key = amqpRoutingKey(routingKey, item, serverId));
+        return key;
+      };
       const pump = () => {
         while (next < batch.length && !settled) {
           const item = batch[next++];
@@ -430,7 +457,7 @@ class AmqpBackend implements Backend, AsyncDisposable {
           try {
             more = channel.publish(
               exchange,
-              amqpRoutingKey(routingKey, item, serverId),
+              keyOf(item),
               Buffer.from(item.body, "utf8"),
               options,
               confirmed(item),
@@ -443,19 +470,22 @@ class AmqpBackend implements Backend, AsyncDisposable {
             );
             return;
           }
-          if (!more) {
+          if (!more && next < batch.length) {
             drainWaits++;
             channel.once("drain", onDrain);
             return;
           }
         }
+        if (next === batch.length && !settled) turn.published();
       };
       const onDrain = () => {
         progress();
         pump();
       };
-      session.onFailure = (err) => finish(err ?? this.#failure(session, batch, "connection lost"));
-      if (session.failure) return session.onFailure();
+      const onFailure = (err?: JwError) =>
+        finish(err ?? this.#failure(session, batch, "connection lost"));
+      session.onFailure.add(onFailure);
+      if (session.failure) return onFailure();
       timer = clock.setTimeout(watchdog, this.#timeoutMs);
       pump();
     });

@@ -281,6 +281,21 @@ Deno.test({
       assert.deepEqual(all.map((m) => m.properties.messageId), batch.map((i) => i.mid));
     });
 
+    await t.step(
+      "two overlapping sends publish in call order, sharing the connection",
+      async () => {
+        assert.equal(backend.window, 2);
+        const first = items(1500, { agent: "overlap" });
+        const second = items(1500, { agent: "overlap" });
+        await Promise.all([backend.send(first), backend.send(second)]);
+        const all = await take(rabbit.url, "all", 3000);
+        assert.deepEqual(
+          all.map((m) => m.properties.messageId),
+          [...first, ...second].map((i) => i.mid),
+        );
+      },
+    );
+
     await t.step("a message over max_message_size is rejected by seq, the rest go", async () => {
       const big = item({ body: JSON.stringify({ pad: "x".repeat(MAX_MESSAGE_SIZE) }) });
       const batch = [item(), big, item()];

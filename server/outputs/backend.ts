@@ -32,7 +32,8 @@ export interface OutboxItem {
 }
 
 /**
- * An output destination. `send` is never called again before the previous call settled.
+ * An output destination. `send` is called again before the previous call settled only when
+ * the backend allows it with `window`.
  *
  * `send` resolves once every item of `batch` is confirmed by the destination, in order. It
  * rejects with a JwError:
@@ -43,7 +44,18 @@ export interface OutboxItem {
  */
 export interface Backend {
   readonly name: string;
-  send(batch: readonly OutboxItem[]): Promise<void>;
+  /**
+   * How many sends may be in flight at once (default 1). With more than one, the backend
+   * must publish the batches in call order and must not publish a batch that follows one
+   * that failed (see turns.ts); the pipeline takes outcomes in order, and after a failure
+   * sends every later batch again, starting from the oldest queued message.
+   */
+  readonly window?: number;
+  /**
+   * Delivers `batch`. `after` is the queue position of the last message of the batch this
+   * one follows, or 0 (the default) when it starts from the oldest queued message.
+   */
+  send(batch: readonly OutboxItem[], after?: number): Promise<void>;
   /** Closes connections and files. Idempotent. */
   close(): Promise<void>;
 }

@@ -35,6 +35,7 @@ import { JwError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { Backend, BackendDeps, OutboxItem } from "./backend.ts";
 import { checkTemplate, renderTemplate } from "./template.ts";
+import { SendOrder, type Turn } from "./turns.ts";
 
 /**
  * Characters a template value keeps in a topic: not the level separator, not the
@@ -119,8 +120,19 @@ class MqttBackend implements Backend, AsyncDisposable {
   #up = false;
   /** False after a failure was logged, until the next successful connect. */
   #healthy = true;
-  /** Fails the wait in progress (a connect or a batch), if any. */
-  #fail: Fail | null = null;
+  /** Fail the waits in progress (a connect, the batches in flight). */
+  readonly #fails = new Set<Fail>();
+  /** Publishes of the current connection not acknowledged yet (all batches together). */
+  #unacked = 0;
+  /** The batches in flight: each publishes more when an acknowledgement frees the window. */
+  readonly #pumps = new Set<() => void>();
+  /** Keeps overlapping sends' publishes in order. */
+  readonly #order = new SendOrder();
+  /**
+   * A second batch starts publishing as soon as the first has put its last message on the
+   * wire, sharing the window, so the broker never waits for the next batch.
+   */
+  readonly window = 2;
   /** Connections being ended; close() waits for them. */
   readonly #ending = new Set<Promise<void>>();
   #closed = false;
@@ -140,20 +152,33 @@ class MqttBackend implements Backend, AsyncDisposable {
     this.#clientId = config.clientId ?? `jw-${deps.serverId}-${config.name}`;
   }
 
-  async send(batch: readonly OutboxItem[]): Promise<void> {
+  async send(batch: readonly OutboxItem[], after = 0): Promise<void> {
     if (this.#closed) throw new JwError("closed", `${this.#what}: closed`);
     if (batch.length === 0) return;
-    const topics = this.#topics(batch);
-    const client = await this.#connect();
-    if (this.#closed) throw new JwError("closed", `${this.#what}: closed`);
-    await this.#publish(client, batch, topics);
+    const turn = this.#order.next(after);
+    try {
+      const topics = this.#topics(batch);
+      if (!await turn.ready()) {
+        throw new JwError(
+          "unavailable",
+          `${this.#what}: not sent: the batch before it failed and goes again first`,
+        );
+      }
+      const client = await this.#connect();
+      if (this.#closed) throw new JwError("closed", `${this.#what}: closed`);
+      await this.#publish(client, batch, topics, turn);
+      turn.settle(true);
+    } catch (err) {
+      turn.settle(false);
+      throw err;
+    }
   }
 
   /** Closes the connection (a clean DISCONNECT when it is idle). Idempotent. */
   async close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      this.#fail?.(new JwError("closed", `${this.#what}: closed`));
+      for (const fail of [...this.#fails]) fail(new JwError("closed", `${this.#what}: closed`));
       const client = this.#client;
       this.#client = null;
       if (client) {
@@ -176,11 +201,22 @@ class MqttBackend implements Backend, AsyncDisposable {
    */
   #topics(batch: readonly OutboxItem[]): string[] {
     const refused: number[] = [];
+    // Messages of one agent, type and command share their topic: work it out once.
+    const known = new Map<Readonly<Record<string, string>>, Map<string, string>>();
     const topics = batch.map((item) => {
-      let topic = renderTemplate(this.#config.topic, item, this.#deps.serverId, TOPIC_VALUE_CHAR);
-      // A value at the start must not make a $SYS-like topic the broker would refuse.
-      if (topic.startsWith("$")) topic = `_${topic.slice(1)}`;
-      if (encoder.encode(topic).length > MAX_TOPIC_BYTES) refused.push(item.seq);
+      let byTags = known.get(item.tags);
+      if (!byTags) known.set(item.tags, byTags = new Map());
+      const id = `${item.type}\0${item.agent}\0${item.key}`;
+      let topic = byTags.get(id);
+      if (topic === undefined) {
+        topic = renderTemplate(this.#config.topic, item, this.#deps.serverId, TOPIC_VALUE_CHAR);
+        // A value at the start must not make a $SYS-like topic the broker would refuse.
+        if (topic.startsWith("$")) topic = `_${topic.slice(1)}`;
+        byTags.set(id, topic);
+      }
+      if (topic.length > MAX_TOPIC_BYTES / 3 && encoder.encode(topic).length > MAX_TOPIC_BYTES) {
+        refused.push(item.seq);
+      }
       return topic;
     });
     if (refused.length > 0) {
@@ -216,6 +252,7 @@ class MqttBackend implements Backend, AsyncDisposable {
     }
     this.#client = client;
     this.#up = false;
+    this.#unacked = 0;
     // Listeners stay for the client's whole life: an `error` event without a listener
     // would throw, and a late one after the client was dropped must be harmless.
     client.on("error", (err) => this.#lost(client, err));
@@ -237,31 +274,36 @@ class MqttBackend implements Backend, AsyncDisposable {
   }
 
   /** Publishes the batch with at most `window` unacknowledged; resolves when all are. */
-  #publish(client: MqttClient, batch: readonly OutboxItem[], topics: string[]): Promise<void> {
+  #publish(
+    client: MqttClient,
+    batch: readonly OutboxItem[],
+    topics: string[],
+    turn: Turn,
+  ): Promise<void> {
     const { qos, protocolVersion } = this.#config;
     const receiveMaximum = client.serverProperties?.receiveMaximum;
     const window = qos === 1 && receiveMaximum
       ? Math.min(this.#config.window, receiveMaximum)
       : this.#config.window;
+    let pump = () => {};
     return this.#wait((done, rearm) => {
       if (this.#client !== client) {
         return done(this.#unavailable(`connection to ${this.#url} lost`, "before publishing"));
       }
       let next = 0;
-      let unacked = 0;
       let confirmed = 0;
       let pumping = false;
       const refused: number[] = [];
       const refusals = new Set<string>();
-      const pump = () => {
+      pump = () => {
         // QoS 0 callbacks can run inside publish(): the outer loop carries on.
         if (pumping) return;
         pumping = true;
-        while (this.#client === client && unacked < window && next < batch.length) {
+        while (this.#client === client && this.#unacked < window && next < batch.length) {
           const item = batch[next];
           const topic = topics[next];
           next++;
-          unacked++;
+          this.#unacked++;
           const options: IClientPublishOptions = { qos, retain: false };
           if (protocolVersion === 5) {
             options.properties = {
@@ -285,10 +327,11 @@ class MqttBackend implements Backend, AsyncDisposable {
               refused.push(item.seq);
               refusals.add(err.message);
             }
-            unacked--;
+            this.#unacked--;
             confirmed++;
             rearm();
-            if (confirmed < batch.length) return pump();
+            for (const more of this.#pumps) more();
+            if (confirmed < batch.length) return;
             if (refused.length === 0) return done();
             done(
               new JwError(
@@ -301,9 +344,14 @@ class MqttBackend implements Backend, AsyncDisposable {
           });
         }
         pumping = false;
+        if (next === batch.length) {
+          this.#pumps.delete(pump);
+          turn.published();
+        }
       };
+      this.#pumps.add(pump);
       pump();
-    });
+    }, () => this.#pumps.delete(pump));
   }
 
   /**
@@ -312,6 +360,7 @@ class MqttBackend implements Backend, AsyncDisposable {
    */
   #wait(
     start: (done: (err?: JwError) => void, rearm: () => void) => void,
+    cleanup?: () => void,
   ): Promise<void> {
     const { clock } = this.#deps;
     const timeoutMs = this.#config.timeout;
@@ -324,7 +373,8 @@ class MqttBackend implements Backend, AsyncDisposable {
         if (settled) return;
         settled = true;
         clock.clearTimeout(timer);
-        if (this.#fail === done) this.#fail = null;
+        this.#fails.delete(done);
+        cleanup?.();
         if (err) reject(err);
         else resolve();
       };
@@ -342,7 +392,7 @@ class MqttBackend implements Backend, AsyncDisposable {
         if (this.#client) this.#lost(this.#client, err);
       };
       timer = clock.setTimeout(check, timeoutMs);
-      this.#fail = done;
+      this.#fails.add(done);
       try {
         start(done, rearm);
       } catch (err) {
@@ -372,7 +422,9 @@ class MqttBackend implements Backend, AsyncDisposable {
       this.#log.debug("mqtt cannot connect", { url: this.#url, reason });
     }
     const what = wasUp ? `connection to ${this.#url} lost` : `cannot connect to ${this.#url}`;
-    this.#fail?.(this.#unavailable(what, cause));
+    this.#unacked = 0;
+    const failure = this.#unavailable(what, cause);
+    for (const fail of [...this.#fails]) fail(failure);
   }
 
   /** Ends `client` (forced: drop the socket; else DISCONNECT first) in the background. */

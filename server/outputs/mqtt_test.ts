@@ -299,6 +299,45 @@ Deno.test("mqtt: keeps at most `window` publishes unacknowledged, order kept", a
   await sub.close();
 });
 
+Deno.test("mqtt: two overlapping sends share the window and keep call order", async () => {
+  await using broker = await startMosquitto();
+  await using proxy = new CountingProxy(broker.port);
+  const sub = await subscribe(broker.url);
+  await using backend = createMqttBackend(config(proxy.url, { window: 5 }), deps());
+  assert.equal(backend.window, 2);
+  const first = items(1, 200);
+  const second = items(201, 200);
+  await Promise.all([backend.send(first), backend.send(second)]);
+  assert.equal(proxy.pubacks, 400);
+  assert.ok(proxy.maxUnacked <= 5, `up to ${proxy.maxUnacked} unacknowledged`);
+  await sub.waitFor(400);
+  assert.deepEqual(
+    sub.messages.map((m) => JSON.parse(m.body).mid),
+    [...first, ...second].map((i) => i.mid),
+  );
+  await sub.close();
+});
+
+Deno.test("mqtt: a send queued behind a failed one publishes nothing", async () => {
+  await using broker = await startMosquitto();
+  const sub = await subscribe(broker.url);
+  await using backend = createMqttBackend(config(broker.url), deps());
+  // The first batch fails before publishing (a topic too long); the second must not overtake it.
+  const tooLong = items(1, 1, { agent: "x".repeat(70_000) });
+  const [a, b] = await Promise.allSettled([
+    backend.send(tooLong, 0),
+    backend.send(items(2, 3), 1),
+  ]);
+  assert.equal(a.status, "rejected");
+  assert.equal(b.status, "rejected");
+  assert.match(String((b as PromiseRejectedResult).reason), /batch before it failed/);
+  // Started again from the oldest message, a send goes through.
+  await backend.send(items(5, 1), 0);
+  await sub.waitFor(1);
+  assert.deepEqual(sub.messages.map((m) => JSON.parse(m.body).mid), ["s1-5"]);
+  await sub.close();
+});
+
 Deno.test("mqtt: QoS 0 publishes without acknowledgements", async () => {
   await using broker = await startMosquitto();
   await using proxy = new CountingProxy(broker.port);

@@ -53,6 +53,8 @@ export type OutputCounters = Omit<OutputInfo, "name" | "type" | "state">;
 
 /** Ids reserved per counter write. */
 const ID_BLOCK = 1000;
+/** Rows per multi-row INSERT (one statement for many rows costs less than a row each). */
+const INSERT_ROWS = 50;
 
 interface Row {
   seq: number;
@@ -69,6 +71,7 @@ export class OutputQueue {
   readonly #db: DatabaseSync;
   readonly #serverId: string;
   readonly #insert: StatementSync;
+  readonly #insertMany: StatementSync;
   readonly #peek: StatementSync;
   readonly #remove: StatementSync;
   readonly #sizeUpTo: StatementSync;
@@ -82,10 +85,13 @@ export class OutputQueue {
   constructor(db: DatabaseSync, serverId: string) {
     this.#db = db;
     this.#serverId = serverId;
-    this.#insert = db.prepare(
-      `INSERT INTO output_queue (output, mid, type, agent, key, tags, body, bytes)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
+    const insert = (rows: number) =>
+      db.prepare(
+        `INSERT INTO output_queue (output, mid, type, agent, key, tags, body, bytes) VALUES ` +
+          Array(rows).fill("(?, ?, ?, ?, ?, ?, ?, ?)").join(", "),
+      );
+    this.#insert = insert(1);
+    this.#insertMany = insert(INSERT_ROWS);
     this.#peek = db.prepare(
       `SELECT seq, mid, type, agent, key, tags, body FROM output_queue
        WHERE output = ? AND seq > ? ORDER BY seq LIMIT ?`,
@@ -133,21 +139,20 @@ export class OutputQueue {
     this.#db.exec("BEGIN");
     try {
       const tagText = new Map<Readonly<Record<string, string>>, string>();
-      for (const i of items) {
+      // Whole groups of INSERT_ROWS in one statement each, the rest a row at a time.
+      const grouped = items.length - (items.length % INSERT_ROWS);
+      const values: (string | number | null)[] = [];
+      for (let n = 0; n < items.length; n++) {
+        const i = items[n];
         let text = tagText.get(i.tags);
         if (text === undefined) tagText.set(i.tags, text = JSON.stringify(i.tags));
-        this.#insert.run(
-          output,
-          i.mid,
-          i.type,
-          i.agent,
-          i.key,
-          text,
-          i.body,
-          i.body.length,
-        );
+        values.push(output, i.mid, i.type, i.agent, i.key, text, i.body, i.body.length);
         held.bytes += i.body.length;
         held.count++;
+        if (n >= grouped) this.#insert.run(...values);
+        else if (values.length < INSERT_ROWS * 8) continue;
+        else this.#insertMany.run(...values);
+        values.length = 0;
       }
       let dropped = 0;
       while (held.bytes > maxBytes && held.count > 0) {

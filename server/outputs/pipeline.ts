@@ -70,6 +70,25 @@ export interface Outputs {
   close(): Promise<void>;
 }
 
+/** What became of a batch handed to a backend. */
+type Outcome = Delivered | { ok: false; error: unknown };
+interface Delivered {
+  ok: true;
+  delivered: number;
+  dead: { item: OutboxItem; reason: string }[];
+  filtered: number;
+}
+
+/** A batch handed to a backend. */
+interface Flight {
+  batch: OutboxItem[];
+  /** Its last message's queue position. */
+  last: number;
+  outcome: Promise<Outcome>;
+  /** Set as soon as it failed (before anyone awaited the outcome). */
+  failed: boolean;
+}
+
 interface Lane {
   config: OutputConfig;
   backend: Backend;
@@ -160,77 +179,152 @@ export async function startOutputs(options: OutputsOptions): Promise<Outputs> {
 
   for (const lane of lanes) lane.loop = drain(lane);
 
+  /**
+   * Formats `batch` and hands it to the backend (`after`: the last message of the batch it
+   * follows, 0 when it starts from the oldest); the outcome never rejects.
+   */
+  function launch(lane: Lane, batch: OutboxItem[], after: number): Flight {
+    const flight = { batch, last: batch[batch.length - 1].seq, failed: false } as Flight;
+    flight.outcome = (async (): Promise<Outcome> => {
+      try {
+        const { send, dead, filtered } = await prepare(lane, batch);
+        if (send.length > 0) await lane.backend.send(send, after);
+        return { ok: true, delivered: send.length, dead, filtered };
+      } catch (error) {
+        flight.failed = true;
+        return { ok: false, error };
+      }
+    })();
+    return flight;
+  }
+
+  /** Forgets a delivered batch (after writing what the format script failed on). */
+  async function record(lane: Lane, flight: Flight, outcome: Delivered): Promise<void> {
+    const name = lane.config.name;
+    await deadLetter(lane, outcome.dead);
+    queue.done(
+      name,
+      flight.last,
+      { delivered: outcome.delivered, dead: outcome.dead.length, filtered: outcome.filtered },
+      clock.now(),
+    );
+    if (lane.failures > 0) {
+      logger.info("output delivering again", { output: name, after: lane.failures });
+    }
+    lane.failures = 0;
+    lane.state = "sending";
+  }
+
+  /**
+   * One output's drain loop: hands out up to the backend's `window` batches at once, takes
+   * their outcomes in queue order, and after a failure waits for the rest and starts again
+   * from the oldest message still queued.
+   */
   async function drain(lane: Lane): Promise<void> {
     const name = lane.config.name;
+    const window = Math.max(1, lane.backend.window ?? 1);
+    const inflight: Flight[] = [];
+    /** The last queued message handed out (0: start from the oldest). */
+    let after = 0;
     while (!closed) {
-      const batch = queue.peek(name, lane.config.queue.batch);
-      if (batch.length === 0) {
+      if (!inflight.some((f) => f.failed)) {
+        while (inflight.length < window) {
+          const batch = queue.peek(name, lane.config.queue.batch, after);
+          if (batch.length === 0) break;
+          inflight.push(launch(lane, batch, after));
+          after = batch[batch.length - 1].seq;
+        }
+      }
+      if (inflight.length === 0) {
         lane.state = "idle";
         await new Promise<void>((resolve) => (lane.wake = resolve));
         lane.wake = undefined;
         continue;
       }
       if (lane.state !== "retrying") lane.state = "sending";
-      const last = batch[batch.length - 1].seq;
-      try {
-        const { send, dead, filtered } = await prepare(lane, batch);
-        if (send.length > 0) await lane.backend.send(send);
-        await deadLetter(lane, dead);
-        queue.done(
-          name,
-          last,
-          { delivered: send.length, dead: dead.length, filtered },
-          clock.now(),
-        );
-        if (lane.failures > 0) {
-          logger.info("output delivering again", { output: name, after: lane.failures });
+      const head = inflight[0];
+      if (inflight.length < window && !head.failed) {
+        // Room for another batch: send it as soon as one is queued.
+        const woke = await Promise.race([
+          head.outcome.then(() => false),
+          new Promise<boolean>((resolve) => (lane.wake = () => resolve(true))),
+        ]);
+        lane.wake = undefined;
+        if (woke) continue;
+      }
+      inflight.shift();
+      let outcome = await head.outcome;
+      if (outcome.ok) {
+        try {
+          await record(lane, head, outcome);
+          continue;
+        } catch (error) {
+          outcome = { ok: false, error };
         }
-        lane.failures = 0;
-        lane.state = "sending";
-      } catch (err) {
-        if (closed) return;
-        const e = toJwError(err);
-        if (e.code === "rejected") {
-          // Refused for good: those (or all) to the dead-letter file; the rest are retried.
-          const seqs = new Set(
-            Array.isArray(e.detail?.seqs) ? e.detail.seqs as number[] : batch.map((i) => i.seq),
-          );
-          const refused = batch.filter((i) => seqs.has(i.seq));
+      }
+      // Whatever was sent after it goes again, after it.
+      for (const f of inflight) await f.outcome;
+      inflight.length = 0;
+      after = 0;
+      if (closed) return;
+      const e = toJwError(outcome.error);
+      if (e.code === "rejected") {
+        // Refused for good: those (or all) to the dead-letter file; the rest are retried.
+        const seqs = new Set(
+          Array.isArray(e.detail?.seqs) ? e.detail.seqs as number[] : head.batch.map((i) => i.seq),
+        );
+        const refused = head.batch.filter((i) => seqs.has(i.seq));
+        try {
           await deadLetter(lane, refused.map((item) => ({ item, reason: e.message })));
-          // Forget the refused ones only; the others go again.
-          queue.forget(name, refused.map((i) => i.seq), { dead: refused.length });
-          queue.failed(name, `${e.code}: ${e.message}`, clock.now());
-          logger.warn("output refused messages: dead-lettered", {
-            output: name,
-            messages: refused.length,
-            error: e.message,
-          });
+        } catch (err) {
+          await retryLater(lane, toJwError(err));
           continue;
         }
-        lane.failures++;
-        lane.state = "retrying";
+        // Forget the refused ones only; the others go again.
+        queue.forget(name, refused.map((i) => i.seq), { dead: refused.length });
         queue.failed(name, `${e.code}: ${e.message}`, clock.now());
-        const delay = backoff(lane.failures, lane.config.queue.retryMax, random);
-        if (lane.failures === 1 || lane.failures % 10 === 0) {
-          logger.warn("output cannot deliver; retrying", {
-            output: name,
-            error: e.message,
-            attempt: lane.failures,
-            inMs: Math.round(delay),
-          });
-        }
-        await new Promise<void>((resolve) => {
-          const t = clock.setTimeout(resolve, delay);
-          lane.wake = () => {
-            if (closed) {
-              clock.clearTimeout(t);
-              resolve();
-            }
-          };
+        logger.warn("output refused messages: dead-lettered", {
+          output: name,
+          messages: refused.length,
+          error: e.message,
         });
-        lane.wake = undefined;
+        continue;
       }
+      await retryLater(lane, e);
     }
+    // Closing: what is still in flight finishes first, and what was delivered is forgotten.
+    for (const f of inflight) {
+      const outcome = await f.outcome;
+      if (!outcome.ok) break;
+      await record(lane, f, outcome).catch(() => {});
+    }
+  }
+
+  /** Counts a failed attempt and waits (with backoff) before the next one. */
+  async function retryLater(lane: Lane, e: JwError): Promise<void> {
+    const name = lane.config.name;
+    lane.failures++;
+    lane.state = "retrying";
+    queue.failed(name, `${e.code}: ${e.message}`, clock.now());
+    const delay = backoff(lane.failures, lane.config.queue.retryMax, random);
+    if (lane.failures === 1 || lane.failures % 10 === 0) {
+      logger.warn("output cannot deliver; retrying", {
+        output: name,
+        error: e.message,
+        attempt: lane.failures,
+        inMs: Math.round(delay),
+      });
+    }
+    await new Promise<void>((resolve) => {
+      const t = clock.setTimeout(resolve, delay);
+      lane.wake = () => {
+        if (closed) {
+          clock.clearTimeout(t);
+          resolve();
+        }
+      };
+    });
+    lane.wake = undefined;
   }
 
   /** Runs the format script over a batch. */

@@ -50,20 +50,21 @@ function reply(agent: string, text: string, key = "exec.run"): RelayedReply {
   } as RelayedReply;
 }
 
-async function setup(
+async function setup<B extends Backend = FakeBackend>(
   configs: Record<string, unknown>[],
   db = openDatabase(":memory:", serverMigrations),
+  make: (name: string) => B = (name) => new FakeBackend(name) as unknown as B,
 ) {
   const clock = new FakeClock();
   const queue = new OutputQueue(db, "srv-1");
-  const backends = new Map<string, FakeBackend>();
+  const backends = new Map<string, B>();
   const deadLetterDir = await Deno.makeTempDir({ prefix: "jw-dead-" });
   const outputs = await startOutputs({
     serverId: "srv-1",
     outputs: configs.map((c) => OutputConfig.parse(c)) as Config[],
     queue,
     backend: (c) => {
-      const b = new FakeBackend(c.name);
+      const b = make(c.name);
       backends.set(c.name, b);
       return b;
     },
@@ -248,6 +249,73 @@ Deno.test("a format script reshapes, drops and dead-letters what it throws on", 
     const dead = JSON.parse((await Deno.readTextFile(`${t.deadLetterDir}/f.dead.jsonl`)).trim());
     assert.equal(dead.message.message.text, "boom", "dead-lettered unformatted");
     assert.match(dead.reason, /cannot/);
+  } finally {
+    await t.outputs.close();
+    t.db.close();
+  }
+});
+
+/** A backend that lets two sends overlap and settles each only when told. */
+class OverlappingBackend implements Backend {
+  readonly window = 2;
+  readonly calls: {
+    seqs: number[];
+    after?: number;
+    resolve: () => void;
+    reject: (e: Error) => void;
+  }[] = [];
+  constructor(readonly name: string) {}
+  send(batch: readonly OutboxItem[], after?: number): Promise<void> {
+    return new Promise((resolve, reject) =>
+      this.calls.push({ seqs: batch.map((i) => i.seq), after, resolve, reject })
+    );
+  }
+  close() {
+    return Promise.resolve();
+  }
+}
+
+Deno.test("a backend with a window of 2 gets the next batch early; a failure resends what followed", async () => {
+  const t = await setup(
+    [{ name: "w", type: "http", url: "http://x.test", queue: { batch: 2 } }],
+    undefined,
+    (name) => new OverlappingBackend(name),
+  );
+  const turns = async () => {
+    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 0));
+  };
+  try {
+    for (let i = 1; i <= 8; i++) t.outputs.reply(reply("a1", `m${i}`), {});
+    t.outputs.flush();
+    await turns();
+    const b = t.backends.get("w")!;
+    const seqs = () => b.calls.map((c) => c.seqs);
+    assert.deepEqual(seqs(), [[1, 2], [3, 4]], "two batches in flight, no more");
+    assert.deepEqual(b.calls.map((c) => c.after), [0, 2], "each says which batch it follows");
+    // The second confirms first: nothing is forgotten until the first did.
+    b.calls[1].resolve();
+    await turns();
+    assert.equal(t.outputs.status()[0].queued, 8);
+    b.calls[0].resolve();
+    await turns();
+    assert.equal(t.outputs.status()[0].queued, 4, "both batches forgotten, in order");
+    assert.deepEqual(seqs().slice(2), [[5, 6], [7, 8]]);
+    // [5, 6] fails while [7, 8] succeeds: both go again, [5, 6] first.
+    b.calls[3].resolve();
+    b.calls[2].reject(new JwError("unavailable", "broker gone"));
+    await turns();
+    let s = t.outputs.status()[0];
+    assert.deepEqual([s.state, s.queued, s.delivered, s.failed], ["retrying", 4, 4, 1]);
+    assert.equal(b.calls.length, 4, "nothing sent during the backoff");
+    await t.clock.advance(1_000);
+    await turns();
+    assert.deepEqual(seqs().slice(4), [[5, 6], [7, 8]]);
+    assert.deepEqual(b.calls.slice(4).map((c) => c.after), [0, 6], "a new run from the oldest");
+    b.calls[4].resolve();
+    b.calls[5].resolve();
+    await turns();
+    s = t.outputs.status()[0];
+    assert.deepEqual([s.queued, s.delivered, s.failed], [0, 8, 1]);
   } finally {
     await t.outputs.close();
     t.db.close();
