@@ -9,7 +9,7 @@
  */
 import { auditMigration, type Migration } from "../shared/db/mod.ts";
 import { mailboxMigration } from "./agents/mailbox.ts";
-import { outputsMigration } from "./outputs/outbox.ts";
+import { outputChunksMigration, outputsMigration } from "./outputs/outbox.ts";
 import { peersMigration } from "./cluster/peers.ts";
 import { scriptsMigration } from "./scripts/store.ts";
 
@@ -57,4 +57,5 @@ export const serverMigrations: readonly Migration[] = [
   peersMigration,
   mailboxMigration,
   outputsMigration,
+  outputChunksMigration,
 ];

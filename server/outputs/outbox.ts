@@ -5,6 +5,12 @@
  * they survive restarts too. Message ids (`mid`) come from a persistent counter, reserved in
  * blocks, so an id is never reused.
  *
+ * Messages are stored in chunks: one row holds up to a batch of one output's messages (their
+ * ids, types, agents, keys and tags as JSON, the bodies joined by U+0001, which JSON text
+ * never contains). A write of a thousand messages is then a row or two rather than a
+ * thousand, and a delivered batch is forgotten by deleting its rows. Each message keeps its
+ * own queue position (`seq`), increasing across chunks.
+ *
  * @module
  */
 import type { StatementSync } from "node:sqlite";
@@ -45,6 +51,32 @@ export const outputsMigration: Migration = {
   `,
 };
 
+/**
+ * Replaces the queue of one row per message with chunks of messages (see the module doc);
+ * messages already queued become chunks of one.
+ */
+export const outputChunksMigration: Migration = {
+  name: "output chunks",
+  up: `
+    CREATE TABLE output_chunks (
+      id INTEGER PRIMARY KEY AUTOINCREMENT,
+      output TEXT NOT NULL,
+      last_seq INTEGER NOT NULL,
+      count INTEGER NOT NULL,
+      bytes INTEGER NOT NULL,
+      meta TEXT NOT NULL,
+      bodies TEXT NOT NULL
+    );
+    CREATE INDEX output_chunks_by_output ON output_chunks (output, last_seq);
+    INSERT INTO output_chunks (output, last_seq, count, bytes, meta, bodies)
+      SELECT output, seq, 1, bytes,
+        json_array(json_array(json(tags)), json_array(json_array(seq, mid, type, agent, key, 0))),
+        body
+      FROM output_queue ORDER BY seq;
+    DROP TABLE output_queue;
+  `,
+};
+
 /** A message to queue (the queue assigns `seq`). */
 export type NewItem = Omit<OutboxItem, "seq">;
 
@@ -53,17 +85,23 @@ export type OutputCounters = Omit<OutputInfo, "name" | "type" | "state">;
 
 /** Ids reserved per counter write. */
 const ID_BLOCK = 1000;
-/** Rows per multi-row INSERT (one statement for many rows costs less than a row each). */
-const INSERT_ROWS = 50;
+/** Messages per chunk unless the caller says otherwise. */
+const DEFAULT_CHUNK = 500;
+/** Between two bodies of a chunk: a character JSON text cannot contain. */
+const SEP = "\u0001";
 
-interface Row {
-  seq: number;
-  mid: string;
-  type: OutputMessageType;
-  agent: string | null;
-  key: string | null;
-  tags: string;
-  body: string;
+/** A message's fields besides its body: seq, mid, type, agent, key, index into the tags. */
+type ItemMeta = [number, string, OutputMessageType, string | null, string | null, number];
+/** A chunk's `meta` column: the distinct tags, then each message's fields. */
+type ChunkMeta = [Record<string, string>[], ItemMeta[]];
+
+interface ChunkRow {
+  id: number;
+  last_seq: number;
+  count: number;
+  bytes: number;
+  meta: string;
+  bodies: string;
 }
 
 /** The queues of every output. Synchronous. */
@@ -71,49 +109,52 @@ export class OutputQueue {
   readonly #db: DatabaseSync;
   readonly #serverId: string;
   readonly #insert: StatementSync;
-  readonly #insertMany: StatementSync;
-  readonly #peek: StatementSync;
-  readonly #remove: StatementSync;
-  readonly #sizeUpTo: StatementSync;
-  readonly #removeOne: StatementSync;
+  readonly #after: StatementSync;
+  readonly #removeUpTo: StatementSync;
+  readonly #removeChunk: StatementSync;
+  readonly #rewrite: StatementSync;
   readonly #oldest: StatementSync;
   readonly #state: StatementSync;
   readonly #bytes = new Map<string, { bytes: number; count: number }>();
+  /** The last queue position given out. */
+  #seq: number;
   #nextId = 0;
   #reservedUntil = 0;
 
   constructor(db: DatabaseSync, serverId: string) {
     this.#db = db;
     this.#serverId = serverId;
-    const insert = (rows: number) =>
-      db.prepare(
-        `INSERT INTO output_queue (output, mid, type, agent, key, tags, body, bytes) VALUES ` +
-          Array(rows).fill("(?, ?, ?, ?, ?, ?, ?, ?)").join(", "),
-      );
-    this.#insert = insert(1);
-    this.#insertMany = insert(INSERT_ROWS);
-    this.#peek = db.prepare(
-      `SELECT seq, mid, type, agent, key, tags, body FROM output_queue
-       WHERE output = ? AND seq > ? ORDER BY seq LIMIT ?`,
+    this.#insert = db.prepare(
+      `INSERT INTO output_chunks (output, last_seq, count, bytes, meta, bodies)
+       VALUES (?, ?, ?, ?, ?, ?)`,
     );
-    this.#remove = db.prepare(`DELETE FROM output_queue WHERE output = ? AND seq <= ?`);
-    this.#sizeUpTo = db.prepare(
-      `SELECT count(*) AS count, coalesce(sum(bytes), 0) AS bytes FROM output_queue
-       WHERE output = ? AND seq <= ?`,
+    this.#after = db.prepare(
+      `SELECT id, last_seq, count, bytes, meta, bodies FROM output_chunks
+       WHERE output = ? AND last_seq > ? ORDER BY last_seq LIMIT ?`,
     );
-    this.#removeOne = db.prepare(
-      `DELETE FROM output_queue WHERE output = ? AND seq = ? RETURNING bytes AS n`,
+    this.#removeUpTo = db.prepare(
+      `DELETE FROM output_chunks WHERE output = ? AND last_seq <= ? RETURNING count, bytes`,
+    );
+    this.#removeChunk = db.prepare(`DELETE FROM output_chunks WHERE id = ?`);
+    this.#rewrite = db.prepare(
+      `UPDATE output_chunks SET last_seq = ?, count = ?, bytes = ?, meta = ?, bodies = ?
+       WHERE id = ?`,
     );
     this.#oldest = db.prepare(
-      `SELECT seq, bytes AS n FROM output_queue WHERE output = ? ORDER BY seq LIMIT ?`,
+      `SELECT id, last_seq, count, bytes, meta, bodies FROM output_chunks
+       WHERE output = ? ORDER BY last_seq LIMIT 1`,
     );
     this.#state = db.prepare(`SELECT * FROM output_state WHERE output = ?`);
     for (
       const r of db.prepare(
-        `SELECT output, count(*) AS count, coalesce(sum(bytes), 0) AS bytes
-         FROM output_queue GROUP BY output`,
+        `SELECT output, sum(count) AS count, sum(bytes) AS bytes
+         FROM output_chunks GROUP BY output`,
       ).all() as { output: string; count: number; bytes: number }[]
     ) this.#bytes.set(r.output, { bytes: Number(r.bytes), count: Number(r.count) });
+    const top = db.prepare(`SELECT max(last_seq) AS seq FROM output_chunks`).get() as {
+      seq: number | null;
+    };
+    this.#seq = Number(top.seq ?? 0);
   }
 
   /** A fresh message id: `SERVER-N`, N never reused on this server. */
@@ -129,43 +170,48 @@ export class OutputQueue {
   }
 
   /**
-   * Queues `items` for `output` in one transaction, then drops the oldest of that output
-   * until it is within `maxBytes`.
+   * Queues `items` for `output` in one transaction, in chunks of at most `chunk` messages
+   * (the output's batch size, so a batch is a chunk), then drops the oldest messages of
+   * that output until it is within `maxBytes`.
    * @returns how many old messages were dropped.
    */
-  put(output: string, items: readonly NewItem[], maxBytes: number): number {
+  put(output: string, items: readonly NewItem[], maxBytes: number, chunk = DEFAULT_CHUNK): number {
     if (items.length === 0) return 0;
     const held = this.#held(output);
+    const size = Math.max(1, chunk);
     this.#db.exec("BEGIN");
     try {
-      const tagText = new Map<Readonly<Record<string, string>>, string>();
-      // Whole groups of INSERT_ROWS in one statement each, the rest a row at a time.
-      const grouped = items.length - (items.length % INSERT_ROWS);
-      const values: (string | number | null)[] = [];
-      for (let n = 0; n < items.length; n++) {
-        const i = items[n];
-        let text = tagText.get(i.tags);
-        if (text === undefined) tagText.set(i.tags, text = JSON.stringify(i.tags));
-        values.push(output, i.mid, i.type, i.agent, i.key, text, i.body, i.body.length);
-        held.bytes += i.body.length;
-        held.count++;
-        if (n >= grouped) this.#insert.run(...values);
-        else if (values.length < INSERT_ROWS * 8) continue;
-        else this.#insertMany.run(...values);
-        values.length = 0;
-      }
-      let dropped = 0;
-      while (held.bytes > maxBytes && held.count > 0) {
-        const oldest = this.#oldest.all(output, 500) as { seq: number; n: number }[];
-        if (oldest.length === 0) break;
-        for (const o of oldest) {
-          if (held.bytes <= maxBytes) break;
-          this.#removeOne.all(output, o.seq);
-          held.bytes -= Number(o.n);
-          held.count--;
-          dropped++;
+      for (let at = 0; at < items.length; at += size) {
+        const tags: Record<string, string>[] = [];
+        const tagIndex = new Map<Readonly<Record<string, string>>, number>();
+        const meta: ItemMeta[] = [];
+        const bodies: string[] = [];
+        let bytes = 0;
+        for (let n = at; n < items.length && n < at + size; n++) {
+          const i = items[n];
+          let t = tagIndex.get(i.tags);
+          if (t === undefined) {
+            tagIndex.set(i.tags, t = tags.length);
+            tags.push(i.tags);
+          }
+          meta.push([++this.#seq, i.mid, i.type, i.agent, i.key, t]);
+          // Only text that is not valid JSON holds a raw U+0001: written as its escape.
+          const body = i.body.includes(SEP) ? i.body.replaceAll(SEP, "\\u0001") : i.body;
+          bodies.push(body);
+          bytes += body.length;
         }
+        this.#insert.run(
+          output,
+          this.#seq,
+          meta.length,
+          bytes,
+          JSON.stringify([tags, meta]),
+          bodies.join(SEP),
+        );
+        held.bytes += bytes;
+        held.count += meta.length;
       }
+      const dropped = this.#dropOldest(output, maxBytes);
       if (dropped) this.#count(output, "dropped", dropped);
       this.#db.exec("COMMIT");
       return dropped;
@@ -176,23 +222,23 @@ export class OutputQueue {
     }
   }
 
-  /** Up to `limit` messages of `output` after `afterSeq`, oldest first. */
+  /**
+   * `output`'s oldest messages after queue position `afterSeq`, in whole chunks: as many as
+   * fit in `limit`, and at least the first chunk (which may hold more than `limit` if the
+   * batch size was lowered since it was written).
+   */
   peek(output: string, limit: number, afterSeq = 0): OutboxItem[] {
-    // Messages of one agent share their tags' text: parse each text once per batch.
-    const tags = new Map<string, Record<string, string>>();
-    return (this.#peek.all(output, afterSeq, limit) as unknown as Row[]).map((r) => {
-      let t = tags.get(r.tags);
-      if (!t) tags.set(r.tags, t = JSON.parse(r.tags) as Record<string, string>);
-      return {
-        seq: Number(r.seq),
-        mid: r.mid,
-        type: r.type,
-        agent: r.agent,
-        key: r.key,
-        tags: t,
-        body: r.body,
-      };
-    });
+    const out: OutboxItem[] = [];
+    let after = afterSeq;
+    for (;;) {
+      const rows = this.#after.all(output, after, 16) as unknown as ChunkRow[];
+      for (const row of rows) {
+        if (out.length > 0 && out.length + Number(row.count) > limit) return out;
+        for (const item of decode(row)) out.push(item);
+        after = Number(row.last_seq);
+      }
+      if (rows.length < 16 || out.length >= limit) return out;
+    }
   }
 
   /**
@@ -208,10 +254,10 @@ export class OutputQueue {
     const held = this.#held(output);
     this.#db.exec("BEGIN");
     try {
-      const gone = this.#sizeUpTo.get(output, seq) as { count: number; bytes: number };
-      this.#remove.run(output, seq);
-      held.bytes -= Number(gone.bytes);
-      held.count -= Number(gone.count);
+      for (const r of this.#removeUpTo.all(output, seq) as { count: number; bytes: number }[]) {
+        held.bytes -= Number(r.bytes);
+        held.count -= Number(r.count);
+      }
       this.#ensureState(output);
       this.#db.prepare(
         `UPDATE output_state SET delivered = delivered + ?, dead = dead + ?,
@@ -235,13 +281,24 @@ export class OutputQueue {
   /** Forgets the messages `seqs` of `output` (dead-lettered), counting them as `dead`. */
   forget(output: string, seqs: readonly number[], counts: { dead: number }): void {
     const held = this.#held(output);
+    const gone = new Set(seqs);
     this.#db.exec("BEGIN");
     try {
-      for (const seq of seqs) {
-        for (const r of this.#removeOne.all(output, seq) as { n: number }[]) {
-          held.bytes -= Number(r.n);
+      let after = Math.min(...seqs) - 1;
+      const last = Math.max(...seqs);
+      while (gone.size > 0 && after < last) {
+        const row = (this.#after.all(output, after, 1) as unknown as ChunkRow[])[0];
+        if (!row) break;
+        after = Number(row.last_seq);
+        const items = decode(row);
+        const kept = items.filter((i) => !gone.has(i.seq));
+        if (kept.length === items.length) continue;
+        const removed = items.filter((i) => gone.has(i.seq));
+        for (const i of removed) {
+          held.bytes -= i.body.length;
           held.count--;
         }
+        this.#replace(row, kept);
       }
       this.#ensureState(output);
       this.#db.prepare(`UPDATE output_state SET dead = dead + ? WHERE output = ?`).run(
@@ -284,6 +341,46 @@ export class OutputQueue {
     };
   }
 
+  /** Drops `output`'s oldest messages until it holds at most `maxBytes`; how many went. */
+  #dropOldest(output: string, maxBytes: number): number {
+    const held = this.#held(output);
+    let dropped = 0;
+    while (held.bytes > maxBytes && held.count > 0) {
+      const row = this.#oldest.get(output) as unknown as ChunkRow | undefined;
+      if (!row) break;
+      if (held.bytes - Number(row.bytes) >= maxBytes) {
+        // All of this chunk must go (and maybe more).
+        this.#removeChunk.run(row.id);
+        held.bytes -= Number(row.bytes);
+        held.count -= Number(row.count);
+        dropped += Number(row.count);
+        continue;
+      }
+      const items = decode(row);
+      let n = 0;
+      while (n < items.length && held.bytes > maxBytes) {
+        held.bytes -= items[n].body.length;
+        held.count--;
+        n++;
+      }
+      dropped += n;
+      this.#replace(row, items.slice(n));
+    }
+    return dropped;
+  }
+
+  /** Writes a chunk again with only `kept` (deletes it when nothing is left). */
+  #replace(row: ChunkRow, kept: readonly OutboxItem[]): void {
+    if (kept.length === 0) {
+      this.#removeChunk.run(row.id);
+      return;
+    }
+    const { meta, bodies } = encode(kept);
+    let bytes = 0;
+    for (const i of kept) bytes += i.body.length;
+    this.#rewrite.run(kept[kept.length - 1].seq, kept.length, bytes, meta, bodies, row.id);
+  }
+
   #held(output: string): { bytes: number; count: number } {
     let held = this.#bytes.get(output);
     if (!held) this.#bytes.set(output, held = { bytes: 0, count: 0 });
@@ -292,8 +389,8 @@ export class OutputQueue {
 
   #recount(output: string): void {
     const r = this.#db.prepare(
-      `SELECT count(*) AS count, coalesce(sum(bytes), 0) AS bytes FROM output_queue
-       WHERE output = ?`,
+      `SELECT coalesce(sum(count), 0) AS count, coalesce(sum(bytes), 0) AS bytes
+       FROM output_chunks WHERE output = ?`,
     ).get(output) as { count: number; bytes: number };
     this.#bytes.set(output, { count: Number(r.count), bytes: Number(r.bytes) });
   }
@@ -309,4 +406,34 @@ export class OutputQueue {
       output,
     );
   }
+}
+
+/** A chunk's messages. */
+function decode(row: ChunkRow): OutboxItem[] {
+  const [tags, meta] = JSON.parse(row.meta) as ChunkMeta;
+  const bodies = meta.length === 1 ? [row.bodies] : row.bodies.split(SEP);
+  return meta.map(([seq, mid, type, agent, key, t], n) => ({
+    seq,
+    mid,
+    type,
+    agent,
+    key,
+    tags: tags[t],
+    body: bodies[n],
+  }));
+}
+
+/** The `meta` and `bodies` columns of a chunk holding `items` (already queued). */
+function encode(items: readonly OutboxItem[]): { meta: string; bodies: string } {
+  const tags: Record<string, string>[] = [];
+  const tagIndex = new Map<Readonly<Record<string, string>>, number>();
+  const meta: ItemMeta[] = items.map((i) => {
+    let t = tagIndex.get(i.tags);
+    if (t === undefined) {
+      tagIndex.set(i.tags, t = tags.length);
+      tags.push(i.tags);
+    }
+    return [i.seq, i.mid, i.type, i.agent, i.key, t];
+  });
+  return { meta: JSON.stringify([tags, meta]), bodies: items.map((i) => i.body).join(SEP) };
 }

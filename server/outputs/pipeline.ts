@@ -137,7 +137,8 @@ export async function startOutputs(options: OutputsOptions): Promise<Outputs> {
       const items = lane.buffer;
       lane.buffer = [];
       try {
-        const dropped = queue.put(lane.config.name, items, lane.config.queue.maxBytes);
+        const { maxBytes, batch } = lane.config.queue;
+        const dropped = queue.put(lane.config.name, items, maxBytes, batch);
         if (dropped > 0) {
           logger.warn("output queue full: dropped the oldest messages", {
             output: lane.config.name,
