@@ -68,6 +68,11 @@ const RAW_AMQP_BATCH = 500;
 const RAW_MQTT_WINDOW = 200;
 const WARMUP = 1000;
 const CHUNK = 1000;
+/**
+ * Rounds of each broker path, raw client and pipeline alternating: one run alone moves by
+ * ±15% with what the broker and the machine do meanwhile; the medians are compared.
+ */
+export const ROUNDS = 3;
 
 /** Options of {@link runOutputs}. */
 export interface OutputsBenchOptions {
@@ -102,6 +107,11 @@ export interface ThroughputRow {
   confirmedPerS: number;
   /** Messages per second until the consumer had every message (the figure the targets use). */
   receivedPerS: number;
+  /**
+   * Each round's received msg/s when the path ran more than once (the broker paths run
+   * {@link ROUNDS} times, raw and pipeline alternating); the rates above are the medians.
+   */
+  rounds?: number[];
 }
 
 /** One latency run. */
@@ -394,6 +404,35 @@ async function feedPaced(
   return sent;
 }
 
+/**
+ * Runs `a` then `b`, {@link ROUNDS} times; each result is the median round (by received
+ * msg/s, confirmed msg/s likewise) with every round's rate in `rounds`.
+ */
+async function alternate(
+  a: () => Promise<ThroughputRow>,
+  b: () => Promise<ThroughputRow>,
+): Promise<[ThroughputRow, ThroughputRow]> {
+  const as: ThroughputRow[] = [];
+  const bs: ThroughputRow[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    as.push(await a());
+    bs.push(await b());
+  }
+  return [medianRow(as), medianRow(bs)];
+}
+
+/** One row of medians from several rounds of the same path. */
+function medianRow(rows: readonly ThroughputRow[]): ThroughputRow {
+  const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  return {
+    ...rows[0],
+    bytes: median(rows.map((r) => r.bytes)),
+    confirmedPerS: median(rows.map((r) => r.confirmedPerS)),
+    receivedPerS: median(rows.map((r) => r.receivedPerS)),
+    rounds: rows.map((r) => r.receivedPerS),
+  };
+}
+
 /** The time allowed for `n` messages to arrive. */
 const allow = (n: number) => 30_000 + n;
 
@@ -674,10 +713,14 @@ export async function runOutputs(options: OutputsBenchOptions): Promise<OutputsR
       const received = new Counter();
       const consumer = await amqpConsumer(rabbit.url, received);
       try {
-        row(await rawAmqp(rabbit.url, received, messages, rawBytes));
         const p = await startPipeline(dir, { name: "amqp", type: "amqp", url: rabbit.url });
         try {
-          row(await pipelineThroughput(p, received, "amqp", messages, length));
+          const [raw, piped] = await alternate(
+            () => rawAmqp(rabbit.url, received, messages, rawBytes),
+            () => pipelineThroughput(p, received, "amqp", messages, length),
+          );
+          row(raw);
+          row(piped);
           lat(await pipelineLatency(p, received, "amqp", latencyRate, latencyMs, length));
         } finally {
           await p.close();
@@ -693,9 +736,17 @@ export async function runOutputs(options: OutputsBenchOptions): Promise<OutputsR
       const consumer = await mqttConsumer(mosquitto.url, received);
       let p: Pipeline | undefined;
       try {
-        row(await rawMqtt(mosquitto.url, received, messages, rawBytes));
-        p = await startPipeline(dir, { name: "mqtt", type: "mqtt", url: mosquitto.url });
-        row(await pipelineThroughput(p, received, "mqtt", messages, length));
+        const pipeline = p = await startPipeline(dir, {
+          name: "mqtt",
+          type: "mqtt",
+          url: mosquitto.url,
+        });
+        const [raw, piped] = await alternate(
+          () => rawMqtt(mosquitto.url, received, messages, rawBytes),
+          () => pipelineThroughput(pipeline, received, "mqtt", messages, length),
+        );
+        row(raw);
+        row(piped);
         lat(await pipelineLatency(p, received, "mqtt", latencyRate, latencyMs, length));
         log(`outputs: stopping mosquitto; ${stallMs / 1000} s of replies at ${stallRate}/s`);
         await mosquitto.stop();
@@ -747,7 +798,15 @@ export async function runOutputs(options: OutputsBenchOptions): Promise<OutputsR
 /** The throughput table. */
 export function throughputTable(rows: readonly ThroughputRow[]): string {
   return table(
-    ["path", "messages", "bytes", "confirmed msg/s", "received msg/s", "vs raw client"],
+    [
+      "path",
+      "messages",
+      "bytes",
+      "confirmed msg/s",
+      "received msg/s",
+      "rounds (received msg/s)",
+      "vs raw client",
+    ],
     rows.map((r) => {
       const raw = r.raw ? undefined : rows.find((o) => o.raw && o.backend === r.backend);
       return [
@@ -756,6 +815,7 @@ export function throughputTable(rows: readonly ThroughputRow[]): string {
         r.bytes.toFixed(0),
         perS(r.confirmedPerS),
         perS(r.receivedPerS),
+        r.rounds ? r.rounds.map(perS).join(" / ") : "",
         raw ? `${(r.receivedPerS / raw.receivedPerS).toFixed(2)}×` : "",
       ];
     }),
@@ -838,7 +898,9 @@ export function renderOutputsMarkdown(
     "`send` resolved); queue only: a backend that confirms at once (the sqlite queue and the " +
     "pipeline alone); received: the consumer in the same process had every message (file: " +
     "every line written, queue empty). Raw clients: amqplib confirm channel, persistent, " +
-    "batches of 500 with `waitForConfirms`; mqtt.js QoS 1, at most 200 unacknowledged.",
+    "batches of 500 with `waitForConfirms`; mqtt.js QoS 1, at most 200 unacknowledged. " +
+    `Broker paths: raw client and pipeline alternate, ${ROUNDS} rounds each; the rates are ` +
+    "the medians, every round's received rate beside them.",
     "",
     throughputTable(r.throughput),
     "",
