@@ -18,8 +18,10 @@ import { createJobRunner, createJobStore, type JobRunner } from "./jobs/mod.ts";
 import {
   type Command,
   createRegistry,
+  type PathPolicy,
   registerBuiltins,
   type ScriptCommandOptions,
+  type ServerLink,
 } from "./payload/mod.ts";
 import { createScriptStore } from "./scripts/mod.ts";
 
@@ -43,6 +45,10 @@ export interface JobHarnessOptions {
   fs?: Fs;
   /** Extra commands to register (tests). */
   commands?: Command[];
+  /** Where commands may read and write. Default nowhere. */
+  paths?: PathPolicy;
+  /** The agent's server link (file downloads). Default none. */
+  server?: ServerLink;
   /** onStop bound. Default 5000 ms. */
   stopTimeoutMs?: number;
   /**
@@ -100,6 +106,8 @@ export function jobHarness(options: JobHarnessOptions): JobHarness {
     registry: commands,
     executor: createWhitelistExecutor(options.executor, options.allowRun ?? []),
     fs,
+    paths: options.paths,
+    server: options.server,
     store: createJobStore(db, keepRuns, silentLogger),
     keepRuns,
     clock,

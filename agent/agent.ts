@@ -14,6 +14,8 @@ import type { DnsBackend } from "../shared/dns.ts";
 import { cryptoRandom, type Random } from "../shared/random.ts";
 import { JwError } from "../shared/errors.ts";
 import { startConnection } from "./connection.ts";
+import { FILES_AUDIENCE, signAgentToken } from "../shared/crypto/agent_token.ts";
+import { httpOrigin } from "./url.ts";
 import { AGENT_DB_FILE, openAgentDatabase } from "./db.ts";
 import { createDiscovery } from "./discovery.ts";
 import { createServerStore } from "./servers.ts";
@@ -137,11 +139,19 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
       logger: logger.child("outbox"),
     });
     const commands = withAcl(registry, createCommandAcl(config.allowCommands));
+    /** The connection, once started (jobs may run before: onStart). */
+    let linked: { readonly url: string | undefined } | undefined;
     const runner = createJobRunner({
       agentId: config.id,
       registry: commands,
       executor,
       fs,
+      paths: { read: config.policy.read, write: config.policy.write },
+      server: {
+        url: () => (linked?.url ? httpOrigin(linked.url) : null),
+        authorization: async () =>
+          `Bearer ${await signAgentToken(keyPair, config.id, FILES_AUDIENCE, clock.now())}`,
+      },
       store: createJobStore(db, config.jobs.keepRuns, logger),
       keepRuns: config.jobs.keepRuns,
       maxJobs: config.jobs.max,
@@ -173,7 +183,7 @@ export async function startAgent(config: AgentConfig, deps: AgentDeps = {}): Pro
         sandbox: deps.sandbox ?? runSandboxed,
       },
     });
-    const connection = startConnection({
+    const connection = linked = startConnection({
       agentId: config.id,
       discovery,
       servers: remembered,

@@ -136,6 +136,8 @@ export interface Connection extends AsyncDisposable {
   readonly connected: boolean;
   /** The id of the server that welcomed us, while connected. */
   readonly serverId: string | undefined;
+  /** The WebSocket URL of the server that welcomed us last (kept after a disconnect). */
+  readonly url: string | undefined;
   /**
    * The server list in use: the last `servers` frame's, or the remembered one before any
    * arrived.
@@ -205,6 +207,7 @@ class AgentConnection implements Connection {
   #closed = false;
   #session: Session | undefined;
   #connected = false;
+  #lastUrl: string | undefined;
   #attempt = 0;
   /** The list from the last `servers` frame of this run. */
   #live: readonly ServerEntry[] | undefined;
@@ -234,6 +237,10 @@ class AgentConnection implements Connection {
 
   get serverId(): string | undefined {
     return this.#connected ? this.#session?.serverId : undefined;
+  }
+
+  get url(): string | undefined {
+    return this.#lastUrl;
   }
 
   get servers(): readonly ServerEntry[] {
@@ -631,6 +638,7 @@ class AgentConnection implements Connection {
     if (s.handshakeTimer !== undefined) clock.clearTimeout(s.handshakeTimer);
     s.phase = "welcomed";
     s.serverId = frame.serverId;
+    this.#lastUrl = s.url;
     s.heartbeatMs = frame.heartbeatMs;
     this.#armSilence(s);
     this.#connected = true;

@@ -1,7 +1,8 @@
 /**
  * The agent's sqlite database, DATA/agent.db: the audit log, persistent jobs and their run
  * history (`jobs`, `runs`), the outbox of replies made while disconnected, registered
- * scripts (`scripts`), and the cluster's server list from the last `servers` frame (`servers`).
+ * scripts (`scripts`), the cluster's server list from the last `servers` frame (`servers`), and
+ * persistent jobs' own state (`job_state`).
  *
  * @module
  */
@@ -13,7 +14,7 @@ import {
   type Migration,
   openDatabase,
 } from "../shared/db/mod.ts";
-import { jobsMigration } from "./jobs/store.ts";
+import { jobsMigration, jobStateMigration } from "./jobs/store.ts";
 import { outboxMigration } from "./outbox.ts";
 import { scriptsMigration } from "./scripts/store.ts";
 import { serversMigration } from "./servers.ts";
@@ -25,6 +26,7 @@ export const agentMigrations: readonly Migration[] = [
   outboxMigration,
   scriptsMigration,
   serversMigration,
+  jobStateMigration,
 ];
 
 /** The database file name inside the data directory. */

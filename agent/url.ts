@@ -28,3 +28,11 @@ export function agentUrl(server: string): string {
   if (url.pathname === "" || url.pathname === "/") url.pathname = AGENT_PATH;
   return url.href;
 }
+
+/** The HTTP(S) origin of a server from its agent (ws/wss) or HTTP URL: `ws://h:1/v1/agent` → `http://h:1`. */
+export function httpOrigin(server: string): string {
+  const url = new URL(server);
+  const scheme = { "ws:": "http:", "wss:": "https:" }[url.protocol];
+  if (scheme) url.protocol = scheme;
+  return url.origin;
+}

@@ -12,9 +12,12 @@ import type { Reply } from "../../shared/protocol/mod.ts";
 import type { CommandExecutor } from "../executor.ts";
 import {
   checkStructured,
+  type JobState,
+  type PathPolicy,
   type PreparedCommand,
   type RunContext,
   type RunResult,
+  type ServerLink,
 } from "../payload/commands.ts";
 import { type Job, Replies, type RunRecord } from "./job.ts";
 
@@ -36,6 +39,10 @@ export interface RunDeps {
   clock: Clock;
   executor: CommandExecutor;
   fs: Fs;
+  /** Where commands may read and write. */
+  paths: PathPolicy;
+  /** The agent's server, for files. */
+  server: ServerLink;
   logger: Logger;
   /** Delivers a reply (socket or outbox). Must not throw. */
   send(frame: Reply): void;
@@ -62,6 +69,7 @@ export async function executeRun(
   runId: string,
   prepared: PreparedCommand,
   signal: AbortSignal,
+  state: JobState,
 ): Promise<RunOutcome> {
   const { clock } = deps;
   const replies = new Replies(job, clock, runId);
@@ -93,6 +101,9 @@ export async function executeRun(
     executor: deps.executor,
     fs: deps.fs,
     logger: deps.logger.child(job.key),
+    paths: deps.paths,
+    state,
+    server: deps.server,
   };
 
   let result: RunResult;

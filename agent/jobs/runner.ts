@@ -15,7 +15,13 @@ import type { Logger } from "../../shared/log.ts";
 import type { Command as CommandFrame, Reply } from "../../shared/protocol/mod.ts";
 import { type Random, randomId } from "../../shared/random.ts";
 import type { CommandExecutor } from "../executor.ts";
-import type { PreparedCommand, Registry } from "../payload/commands.ts";
+import type {
+  JobState,
+  PathPolicy,
+  PreparedCommand,
+  Registry,
+  ServerLink,
+} from "../payload/commands.ts";
 import type { JobControl } from "../payload/job.ts";
 import {
   isInstalled,
@@ -42,6 +48,13 @@ export interface AuditSink {
   append(event: AuditEvent): void;
 }
 
+/** The server link of a runner given none: no URL, no token. */
+const NO_SERVER: ServerLink = {
+  url: () => null,
+  authorization: () =>
+    Promise.reject(new JwError("unavailable", "this agent has no server connection")),
+};
+
 /** Default bound on how long onStop runs may take when the agent stops. */
 export const DEFAULT_STOP_TIMEOUT_MS = 5000;
 
@@ -67,6 +80,10 @@ export interface JobRunnerOptions {
   executor: CommandExecutor;
   /** Passed to commands. */
   fs: Fs;
+  /** Where commands may read and write. Default nowhere. */
+  paths?: PathPolicy;
+  /** The agent's server, for files. Default none (`url()` is null). */
+  server?: ServerLink;
   /** Persistent jobs and their runs. */
   store: JobStore;
   /** Finished runs kept per job (in memory for jobs that are not persistent). */
@@ -162,6 +179,8 @@ interface Installed {
   skipped: number;
   /** Set once deleted or replaced: a run finishing later is not recorded. */
   removed: boolean;
+  /** The job's state (`RunContext.state`) once read or set; undefined before. */
+  state?: { value: Record<string, unknown> | undefined; loaded: boolean };
 }
 
 /** A stored row that no longer parses: listed (blocked) and deletable, never run. */
@@ -200,6 +219,8 @@ class Runner implements JobRunner {
       clock: options.clock,
       executor: options.executor,
       fs: options.fs,
+      paths: options.paths ?? { read: [], write: [] },
+      server: options.server ?? NO_SERVER,
       logger: options.logger,
       send: options.send,
       setTags: options.setTags,
@@ -526,6 +547,45 @@ class Runner implements JobRunner {
     return this.#startRun(inst.job, inst.prepared, inst);
   }
 
+  /**
+   * The state a run of `job` sees: kept with the installed job (a run now keeps its own),
+   * and in agent.db for a persistent job, so it outlives agent restarts.
+   */
+  #stateFor(job: Job, inst?: Installed): JobState {
+    const { store, clock, logger } = this.#o;
+    const held = inst ? (inst.state ??= { value: undefined, loaded: false }) : {
+      value: undefined,
+      loaded: true,
+    };
+    return {
+      get() {
+        if (!held.loaded) {
+          held.loaded = true;
+          try {
+            held.value = job.persistent ? store.getState(job) : undefined;
+          } catch (err) {
+            logger.warn("cannot read a job's saved state", {
+              job: job.id,
+              error: toJwError(err).message,
+            });
+          }
+        }
+        return held.value;
+      },
+      set(value) {
+        held.loaded = true;
+        held.value = value;
+        if (!job.persistent) return;
+        try {
+          store.setState(job, value, clock.now());
+        } catch (err) {
+          // Kept in memory; after a restart the job goes on from the last state saved.
+          logger.warn("cannot save a job's state", { job: job.id, error: toJwError(err).message });
+        }
+      },
+    };
+  }
+
   /** Runs going now that are not being killed (what `maxRunning` bounds). */
   #activeRuns(): number {
     let n = 0;
@@ -540,7 +600,14 @@ class Runner implements JobRunner {
   ): ActiveRun & { result: Promise<RunOutcome> } {
     const runId = `r-${randomId(this.#o.random)}`;
     const controller = new AbortController();
-    const result = executeRun(this.#deps, job, runId, prepared, controller.signal);
+    const result = executeRun(
+      this.#deps,
+      job,
+      runId,
+      prepared,
+      controller.signal,
+      this.#stateFor(job, inst),
+    );
     const run = { controller, done: result.then(() => {}, () => {}), result };
     this.#runs.add(run);
     inst?.runs.add(run);

@@ -50,6 +50,22 @@ export const jobsMigration: Migration = {
   `,
 };
 
+/**
+ * The migration creating `job_state`: each persistent job's own state (a JSON object, see
+ * `RunContext.state`), with the arguments it was made under.
+ */
+export const jobStateMigration: Migration = {
+  name: "job state",
+  up: `
+    CREATE TABLE job_state (
+      job_id TEXT PRIMARY KEY,
+      args TEXT NOT NULL,
+      state TEXT NOT NULL,
+      updated_at INTEGER NOT NULL
+    );
+  `,
+};
+
 /** Run history of one job, newest first. */
 export interface RunHistory {
   /** Adds a finished run and prunes the job's history to the newest `keepRuns`. */
@@ -71,6 +87,13 @@ export interface JobStore extends RunHistory {
    * warning each; they stay in the table until deleted or replaced.
    */
   load(): StoredJobs;
+  /**
+   * The job's saved state, if it was saved under the same arguments (a job replaced by one
+   * with other arguments starts afresh).
+   */
+  getState(job: Pick<Job, "id" | "args">): Record<string, unknown> | undefined;
+  /** Saves the job's state. */
+  setState(job: Pick<Job, "id" | "args">, state: Record<string, unknown>, now: number): void;
 }
 
 /** What {@link JobStore.load} finds. */
@@ -119,6 +142,11 @@ export function createJobStore(db: DatabaseSync, keepRuns: number, logger: Logge
   );
   const deleteJob = db.prepare("DELETE FROM jobs WHERE id = ?");
   const deleteRuns = db.prepare("DELETE FROM runs WHERE job_id = ?");
+  const deleteState = db.prepare("DELETE FROM job_state WHERE job_id = ?");
+  const readState = db.prepare("SELECT args, state FROM job_state WHERE job_id = ?");
+  const writeState = db.prepare(
+    `INSERT OR REPLACE INTO job_state (job_id, args, state, updated_at) VALUES (?, ?, ?, ?)`,
+  );
   const insertRun = db.prepare(
     `INSERT INTO runs (job_id, run_id, start, finish, duration_ms, exit_code, error)
       VALUES (?, ?, ?, ?, ?, ?, ?)`,
@@ -163,8 +191,25 @@ export function createJobStore(db: DatabaseSync, keepRuns: number, logger: Logge
       transaction(() => {
         changes = Number(deleteJob.run(id).changes);
         deleteRuns.run(id);
+        deleteState.run(id);
       });
       return changes > 0;
+    },
+    getState(job) {
+      const row = readState.get(job.id) as { args: string; state: string } | undefined;
+      if (!row || row.args !== JSON.stringify(job.args)) return undefined;
+      try {
+        const state = JSON.parse(row.state);
+        return typeof state === "object" && state !== null && !Array.isArray(state)
+          ? state
+          : undefined;
+      } catch {
+        logger.warn("a job's saved state does not parse; starting afresh", { job: job.id });
+        return undefined;
+      }
+    },
+    setState(job, state, now) {
+      writeState.run(job.id, JSON.stringify(job.args), JSON.stringify(state), now);
     },
     load() {
       const found: StoredJobs = { jobs: [], unreadable: [] };

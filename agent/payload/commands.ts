@@ -71,6 +71,44 @@ export interface RunContext {
   fs: Fs;
   /** The agent's logger, named after the command key. */
   logger: Logger;
+  /**
+   * Where commands may read and write on this agent's disk (`--allow-read`, `--allow-write`,
+   * shared with scripts); check a path with `checkPath` (paths.ts) before touching it.
+   */
+  paths: PathPolicy;
+  /**
+   * The job's own small state (e.g. a tail's position), kept across its runs, and across agent
+   * restarts for a persistent job. Forgotten when the job is deleted or replaced by one with
+   * other arguments.
+   */
+  state: JobState;
+  /** The server the agent is connected to (for the files it serves). */
+  server: ServerLink;
+}
+
+/** Paths commands may touch: a directory covers everything below it. */
+export interface PathPolicy {
+  readonly read: readonly string[];
+  readonly write: readonly string[];
+}
+
+/** A job's state: one JSON object. */
+export interface JobState {
+  /** The last object `set`, or undefined. */
+  get(): Record<string, unknown> | undefined;
+  /** Replaces the state (written to disk at once for a persistent job). */
+  set(value: Record<string, unknown>): void;
+}
+
+/** The agent's link to its server, for requests besides the WebSocket. */
+export interface ServerLink {
+  /** The HTTP base URL of the server the agent is connected to (or last was), or null. */
+  url(): string | null;
+  /**
+   * An `Authorization` header value proving this agent to the server (a short-lived token
+   * signed with the agent's key; see shared/crypto/agent_token.ts).
+   */
+  authorization(): Promise<string>;
 }
 
 /** The message for {@link checkStructured} failures. */

@@ -191,7 +191,14 @@ export function createScriptCommands(options: ScriptCommandOptions): Command[] {
           },
           host: {
             call: (key, callArgs) =>
-              callBuiltin(options.registry, ctx, executor, signal, key, callArgs),
+              callBuiltin(
+                options.registry,
+                ctx,
+                { executor, paths: { read: permissions.read, write: permissions.write } },
+                signal,
+                key,
+                callArgs,
+              ),
             emit: (data) => ctx.emitData(data),
             log: (level, message, fields) => ctx.log(level, message, fields),
             print: (stream, line) => ctx.emitText(stream, line),

@@ -10,7 +10,13 @@
 import { posix } from "node:path";
 import { JwError } from "../../shared/errors.ts";
 import type { CommandExecutor } from "../executor.ts";
-import { checkStructured, type Registry, type RunContext } from "../payload/commands.ts";
+import {
+  checkStructured,
+  type JobState,
+  type PathPolicy,
+  type Registry,
+  type RunContext,
+} from "../payload/commands.ts";
 
 /** What a builtin call resolves to inside a script. */
 export interface BuiltinResult {
@@ -59,11 +65,34 @@ export function limitPrograms(
   };
 }
 
+/** What a script's builtin calls are limited to, besides the agent's own limits. */
+export interface BuiltinLimits {
+  /** The executor the call may use (see {@link limitPrograms}). */
+  executor: CommandExecutor;
+  /** The script's own read and write permissions (within the agent's). */
+  paths: PathPolicy;
+}
+
+/**
+ * The state a builtin call sees: its own slot in the script job's state, by command key and
+ * arguments, so a `file.tail` inside a persistent script job resumes where it was.
+ */
+function builtinState(ctx: RunContext, key: string, args: unknown): JobState {
+  const slot = `${key} ${JSON.stringify(args)}`;
+  const slots = () => (ctx.state.get()?.builtins ?? {}) as Record<string, Record<string, unknown>>;
+  return {
+    get: () => slots()[slot],
+    set(value) {
+      ctx.state.set({ ...ctx.state.get(), builtins: { ...slots(), [slot]: value } });
+    },
+  };
+}
+
 /**
  * Runs one builtin call for a script.
  * @param registry the agent's registry behind its ACL.
  * @param ctx the `script.run` command's context: job, logging, tags and files are shared.
- * @param executor the executor the call may use (see {@link limitPrograms}).
+ * @param limits the script's limits on programs and paths.
  * @param signal aborted when the script's run ends; a call still going is stopped.
  * @throws JwError from the lookup (`unknown_command`, `forbidden`, `invalid_args`) or the
  *   command's own error (its `done` error, e.g. `timeout`, `not_whitelisted`).
@@ -71,7 +100,7 @@ export function limitPrograms(
 export async function callBuiltin(
   registry: Registry,
   ctx: RunContext,
-  executor: CommandExecutor,
+  limits: BuiltinLimits,
   signal: AbortSignal,
   key: string,
   args: unknown,
@@ -94,9 +123,12 @@ export async function callBuiltin(
     setTags: (tags) => ctx.setTags(tags),
     signal,
     clock: ctx.clock,
-    executor,
+    executor: limits.executor,
     fs: ctx.fs,
     logger: ctx.logger,
+    paths: limits.paths,
+    state: builtinState(ctx, key, checked),
+    server: ctx.server,
   };
   const result = await command.run(inner, checked);
   if (result.error) {
