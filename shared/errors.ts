@@ -60,8 +60,10 @@ export type ErrorCode =
   | "untrusted"
   /** The thing exists already with different content (a script name and version). */
   | "conflict"
-  /** A sandboxed script went past its memory limit. */
+  /** A sandboxed script went past its memory limit, or a download past its size limit. */
   | "resource_limit"
+  /** Downloaded content does not have the sha256 it was asked to have. */
+  | "checksum_mismatch"
   /** A sandboxed script threw an uncaught exception (or does not parse, or exited non-zero). */
   | "script_failed"
   /**
