@@ -190,7 +190,7 @@ export function createScriptCommands(options: ScriptCommandOptions): Command[] {
             job: { id: ctx.job.id, key: ctx.job.key, run: ctx.job.run },
           },
           host: {
-            call: (key, callArgs) =>
+            call: (key, callArgs, _signal, onEvent) =>
               callBuiltin(
                 options.registry,
                 ctx,
@@ -198,6 +198,7 @@ export function createScriptCommands(options: ScriptCommandOptions): Command[] {
                 signal,
                 key,
                 callArgs,
+                onEvent,
               ),
             emit: (data) => ctx.emitData(data),
             log: (level, message, fields) => ctx.log(level, message, fields),

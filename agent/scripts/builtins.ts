@@ -89,7 +89,9 @@ function builtinState(ctx: RunContext, key: string, args: unknown): JobState {
 }
 
 /**
- * Runs one builtin call for a script.
+ * Runs one builtin call for a script. With `onEvent` (the script passed a handler, as in
+ * `file.tail(args, line => …)`) every output of the command goes to it as it comes, a
+ * structured output as is and a text line as `{stream, text}`, and the result carries none.
  * @param registry the agent's registry behind its ACL.
  * @param ctx the `script.run` command's context: job, logging, tags and files are shared.
  * @param limits the script's limits on programs and paths.
@@ -104,6 +106,7 @@ export async function callBuiltin(
   signal: AbortSignal,
   key: string,
   args: unknown,
+  onEvent?: (value: unknown) => void,
 ): Promise<BuiltinResult> {
   if (!callableFromScripts(key)) {
     throw new JwError("forbidden", `scripts cannot call ${key}`, { detail: { key } });
@@ -114,10 +117,14 @@ export async function callBuiltin(
   const output: Record<string, unknown>[] = [];
   const inner: RunContext = {
     job: ctx.job,
-    emitText: (stream, text) => (stream === "stdout" ? stdout : stderr).push(text),
+    emitText: (stream, text) => {
+      if (onEvent) onEvent({ stream, text });
+      else (stream === "stdout" ? stdout : stderr).push(text);
+    },
     emitData(data) {
       checkStructured(data);
-      output.push(data);
+      if (onEvent) onEvent(data);
+      else output.push(data);
     },
     log: (level, message, fields) => ctx.log(level, message, fields),
     setTags: (tags) => ctx.setTags(tags),

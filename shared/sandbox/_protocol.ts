@@ -3,8 +3,8 @@
  * the worker runtime inside it. Host → child: NDJSON on the child's stdin, the first line a
  * {@link StartMessage}, then {@link ResultMessage}s. Child → host: lines on the child's stdout
  * made of the run's token followed by the JSON of a {@link ChildMessage}; every other stdout
- * line is text the script wrote itself. Worker ↔ child: the same objects over a private
- * MessagePort.
+ * line is text the script wrote itself. Host → child also carries {@link EventMessage}s for
+ * streaming calls. Worker ↔ child: the same objects over a private MessagePort.
  *
  * Relative imports only (the child loads this file without an import map).
  *
@@ -58,12 +58,26 @@ export interface ResultMessage {
   error?: WireError;
 }
 
-/** The script called builtin `key`. */
+/**
+ * One event of a streaming builtin call (`fs.watch(args, handler)`), for the call's handler;
+ * the call's own `result` comes when the command ends.
+ */
+export interface EventMessage {
+  t: "event";
+  id: number;
+  value: unknown;
+}
+
+/**
+ * The script called builtin `key`; with `stream`, it passed a handler for the command's
+ * outputs, which then come as {@link EventMessage}s instead of in the result.
+ */
 export interface CallMessage {
   t: "call";
   id: number;
   key: string;
   args?: unknown;
+  stream?: boolean;
 }
 
 /** `emit(data)`. */

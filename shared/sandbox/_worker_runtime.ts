@@ -39,6 +39,8 @@ type Fn = (...values: unknown[]) => unknown;
 interface Pending {
   resolve(value: unknown): void;
   reject(reason: unknown): void;
+  /** The handler of a streaming call (`fs.watch(args, fn)`), given each event. */
+  onEvent?: (value: unknown) => unknown;
 }
 interface WireError {
   code: string;
@@ -268,12 +270,13 @@ export function workerMain(): void {
 
     define(globalThis, "args", deepFreeze(init.globals.args));
     define(globalThis, "meta", deepFreeze(init.globals.meta));
-    define(globalThis, "emit", function emit(data: unknown): void {
+    const emit = function emit(data: unknown): void {
       if (!isPlainObject(data)) {
         throw new TypeError("emit() takes a plain object (arrays are fine inside it)");
       }
       post({ t: "emit", data: toJson("emit() data", data) });
-    });
+    };
+    define(globalThis, "emit", emit);
     const log: Record<string, Fn> = {};
     for (const level of init.logLevels) {
       log[level] = (message: unknown, fields?: unknown): void => {
@@ -287,23 +290,58 @@ export function workerMain(): void {
     }
     define(globalThis, "log", Object.freeze(log));
 
-    const call = (key: string, args: unknown): Promise<unknown> => {
+    const call = (key: string, args: unknown, onEvent?: unknown): Promise<unknown> => {
       let payload: unknown;
       try {
         payload = toJson(`${key}() arguments`, args);
+        if (onEvent !== undefined && typeof onEvent !== "function") {
+          throw new TypeError(`${key}(args, handler): the handler must be a function`);
+        }
       } catch (err) {
         return Promise.reject(err);
       }
       // After the run ended nothing answers; the Worker is about to be stopped.
       if (finished) return new Promise(() => {});
       const id = ++nextId;
+      const stream = typeof onEvent === "function";
       return new Promise((resolve, reject) => {
-        pending.set(id, { resolve, reject });
-        post({ t: "call", id, key, args: payload });
+        pending.set(id, {
+          resolve,
+          reject,
+          ...(stream ? { onEvent: onEvent as (value: unknown) => unknown } : {}),
+        });
+        post({ t: "call", id, key, args: payload, ...(stream ? { stream: true } : {}) });
       });
+    };
+    /**
+     * One event of a streaming call: the handler's return value, if an object, is emitted (so
+     * a handler filters by returning null and reshapes by returning something else); a throw
+     * or a rejection fails the run like any uncaught exception.
+     */
+    const onEvent = (entry: Pending, value: unknown): void => {
+      const handled = (out: unknown): void => {
+        if (out === undefined || out === null || finished) return;
+        try {
+          emit(out);
+        } catch (err) {
+          fail(err);
+        }
+      };
+      try {
+        const out = entry.onEvent!(value);
+        if (out instanceof Promise) out.then(handled, fail);
+        else handled(out);
+      } catch (err) {
+        fail(err);
+      }
     };
     port.onmessage = (event: MessageEvent) => {
       const msg = event.data as { t: string; id: number; value?: unknown; error?: WireError };
+      if (msg.t === "event") {
+        const streaming = pending.get(msg.id);
+        if (streaming?.onEvent && !finished) onEvent(streaming, msg.value);
+        return;
+      }
       const entry = msg.t === "result" ? pending.get(msg.id) : undefined;
       if (!entry) return;
       pending.delete(msg.id);
@@ -330,7 +368,9 @@ export function workerMain(): void {
       }
       const method = parts[parts.length - 1];
       // A named function, so stack traces read `at exec.run`.
-      node[method] = { [key]: (args?: unknown) => call(key, args) }[key];
+      node[method] = {
+        [key]: (args?: unknown, onEvent?: unknown) => call(key, args, onEvent),
+      }[key];
     }
     const job = init.globals.job;
     const jobMethods = categories.get("job");

@@ -13,6 +13,7 @@
 import { chunk, readLines } from "./_lines.ts";
 import {
   type ChildMessage,
+  type EventMessage,
   LOG_LEVELS,
   MAX_MESSAGE_CHARS,
   MAX_PRINT_CHARS,
@@ -109,8 +110,8 @@ async function main(): Promise<void> {
   worker.postMessage(init, [channel.port2]);
 
   for await (const line of lines) {
-    const msg = JSON.parse(line) as ResultMessage;
-    if (msg.t === "result") channel.port1.postMessage(msg);
+    const msg = JSON.parse(line) as ResultMessage | EventMessage;
+    if (msg.t === "result" || msg.t === "event") channel.port1.postMessage(msg);
   }
   // The host closed stdin: it no longer wants the result.
   Deno.exit(0);

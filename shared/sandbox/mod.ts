@@ -57,6 +57,11 @@
  *   there (`job.id` and `await job.list()`; a `job` global that is not an object becomes one
  *   holding just the methods); the categories `args`, `meta`, `emit` and `log` are
  *   reserved and never exposed, nor is one whose name is a global primitive value.
+ * - Streaming calls: `await file.tail({ path }, (line) => …)`. With a handler as the second
+ *   argument, each output of the command reaches the handler as it comes (a structured output
+ *   as is, a text line as `{stream, text}`); what the handler returns, if an object, is
+ *   emitted (return null to drop the event), and it may call `emit` itself. The call resolves
+ *   when the command ends. A handler that throws fails the run.
  * - `console.log|info|debug|dir` print to stdout, `console.error|warn|trace|assert` to stderr,
  *   in order with `emit` and `log`. Direct writes to `Deno.stdout`/`Deno.stderr` also arrive, by
  *   line, but without an order relative to the rest.

@@ -44,9 +44,17 @@ export interface SandboxHost {
    * whose `.code` and `.message` are the JwError's (anything else thrown becomes `internal`).
    * Calls may overlap. `signal` (always passed by the sandbox) aborts when the run ends
    * (timeout, abort, failure): a call still running then is no longer awaited, and should stop
-   * what it started.
+   * what it started. When the script passed a handler (`fs.watch(args, handler)`), `onEvent`
+   * is given: each value passed to it reaches the handler, in order, while the call runs (at
+   * most {@link MAX_EVENTS_QUEUED} waiting for the script; beyond that they are dropped and
+   * the drop is logged).
    */
-  call(key: string, args: unknown, signal?: AbortSignal): Promise<unknown>;
+  call(
+    key: string,
+    args: unknown,
+    signal?: AbortSignal,
+    onEvent?: (value: unknown) => void,
+  ): Promise<unknown>;
   /** `emit(obj)` in the script (already checked to be a plain object, not an array). */
   emit(data: Record<string, unknown>): void;
   /** `log.info("msg", {fields})` etc. in the script. */
@@ -112,6 +120,9 @@ export const DEFAULT_SANDBOX_MEMORY_MB = 64;
 
 /** Builtin calls one run may have in flight; more are refused with `resource_limit`. */
 export const MAX_CALLS_IN_FLIGHT = 256;
+
+/** Events of streaming builtin calls waiting to be written to the script, at most. */
+export const MAX_EVENTS_QUEUED = 10_000;
 
 /** After `done`, how long the child may take to exit before it is killed. */
 const EXIT_GRACE_MS = 2000;
@@ -330,7 +341,36 @@ export async function runSandboxed(run: SandboxRun): Promise<SandboxResult> {
     write(text);
   };
 
-  const onCall = (id: unknown, key: unknown, args: unknown): void => {
+  /** Events written or waiting to be written to the child, and those dropped, per call. */
+  let queuedEvents = 0;
+  const eventSink = (id: number, key: string) => {
+    let dropped = 0;
+    return (value: unknown): void => {
+      if (decided) return;
+      if (queuedEvents >= MAX_EVENTS_QUEUED) {
+        if (dropped++ % 1000 === 0) {
+          deliver(() =>
+            run.host.log("warn", `events of ${key} dropped: the script handles them too slowly`, {
+              dropped,
+            })
+          );
+        }
+        return;
+      }
+      let text: string;
+      try {
+        text = JSON.stringify({ t: "event", id, value });
+      } catch {
+        return;
+      }
+      if (text.length > MAX_MESSAGE_CHARS + 1024) return;
+      queuedEvents++;
+      writing = writing.then(() => writer.write(encoder.encode(text + "\n"))).catch(() => {})
+        .finally(() => queuedEvents--);
+    };
+  };
+
+  const onCall = (id: unknown, key: unknown, args: unknown, stream?: unknown): void => {
     if (typeof id !== "number" || typeof key !== "string") return protocolError();
     if (decided) return;
     if (!commands.has(key)) {
@@ -348,7 +388,8 @@ export async function runSandboxed(run: SandboxRun): Promise<SandboxResult> {
     void (async () => {
       let msg: ResultMessage;
       try {
-        msg = { t: "result", id, value: await run.host.call(key, args, calls.signal) };
+        const sink = stream === true ? eventSink(id, key) : undefined;
+        msg = { t: "result", id, value: await run.host.call(key, args, calls.signal, sink) };
       } catch (err) {
         msg = { t: "result", id, error: toWireError(err) };
       }
@@ -367,7 +408,7 @@ export async function runSandboxed(run: SandboxRun): Promise<SandboxResult> {
     }
     switch (msg?.t) {
       case "call":
-        return onCall(msg.id, msg.key, msg.args);
+        return onCall(msg.id, msg.key, msg.args, msg.stream);
       case "emit":
         if (!isObject(msg.data)) return protocolError();
         return deliver(() => run.host.emit(msg.data as Record<string, unknown>));

@@ -496,3 +496,58 @@ Deno.test("runSandboxed() refuses malformed runs before starting anything", asyn
     });
   }
 });
+
+/** A host whose `test.stream` call sends `args.n` events `{n: i}`, then resolves. */
+class StreamingHost extends RecordingHost {
+  override call(
+    key: string,
+    args: unknown,
+    signal?: AbortSignal,
+    onEvent?: (value: unknown) => void,
+  ): Promise<unknown> {
+    this.events.push({ kind: "call", key, args });
+    this.signals.push(signal);
+    if (key !== "test.stream") return Promise.resolve({ streamed: onEvent !== undefined });
+    const n = (args as { n: number }).n;
+    for (let i = 1; i <= n; i++) onEvent?.({ n: i });
+    return Promise.resolve({ count: n });
+  }
+}
+
+Deno.test("runSandboxed() streaming calls: a handler gets each event; what it returns is emitted", async (t) => {
+  const commands = ["test.stream", "test.plain"];
+  await t.step("filter and reshape, in order, before the call's result", async () => {
+    const { error, host } = await run(
+      `const r = await test.stream({ n: 5 }, (e) => e.n % 2 ? { odd: e.n } : null);
+       emit({ total: r.count });`,
+      { host: new StreamingHost(), commands },
+    );
+    assert.equal(error, null);
+    assert.deepEqual(host.emits(), [{ odd: 1 }, { odd: 3 }, { odd: 5 }, { total: 5 }]);
+  });
+  await t.step("a handler may emit itself, aggregate, and return a promise", async () => {
+    const { error, host } = await run(
+      `let sum = 0;
+       await test.stream({ n: 4 }, async (e) => { sum += e.n; if (e.n === 4) emit({ sum }); });
+       const plain = await test.plain({});
+       emit(plain);`,
+      { host: new StreamingHost(), commands },
+    );
+    assert.equal(error, null);
+    assert.deepEqual(host.emits(), [{ sum: 10 }, { streamed: false }]);
+  });
+  await t.step("a handler that throws fails the run", async () => {
+    const result = await run(
+      `await test.stream({ n: 3 }, (e) => { if (e.n === 2) throw new Error("bad event"); });`,
+      { host: new StreamingHost(), commands },
+    );
+    assertFailed(result, "script_failed", /bad event/);
+  });
+  await t.step("a handler that is not a function is refused", async () => {
+    const result = await run(`await test.stream({ n: 1 }, 42);`, {
+      host: new StreamingHost(),
+      commands,
+    });
+    assertFailed(result, "script_failed", /handler must be a function/);
+  });
+});
