@@ -20,6 +20,7 @@ import {
   createRegistry,
   type PathPolicy,
   registerBuiltins,
+  type Registry,
   type ScriptCommandOptions,
   type ServerLink,
 } from "./payload/mod.ts";
@@ -43,7 +44,7 @@ export interface JobHarnessOptions {
   db?: DatabaseSync;
   /** Default a new MemFs. */
   fs?: Fs;
-  /** Extra commands to register (tests). */
+  /** Extra commands to register (tests); one with a built-in's key replaces the built-in. */
   commands?: Command[];
   /** Where commands may read and write. Default nowhere. */
   paths?: PathPolicy;
@@ -120,7 +121,13 @@ export function jobHarness(options: JobHarnessOptions): JobHarness {
     send: (frame) => frames.push(frame),
     setTags: (tags) => tagChanges.push(tags),
   });
-  registerBuiltins(registry, {
+  // A test command with a built-in's key (e.g. one given a fake event source) replaces it.
+  const replaced = new Set((options.commands ?? []).map((c) => c.key));
+  const builtins: Registry = {
+    ...registry,
+    register: (c) => replaced.has(c.key) || registry.register(c),
+  };
+  registerBuiltins(builtins, {
     exec: { defaultTimeoutMs: options.execTimeoutMs ?? 10_000, allowEnv: options.allowEnv },
     jobs: runner,
     scripts: options.scripts && {

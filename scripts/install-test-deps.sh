@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 export NO_COLOR=1 DENO_NO_UPDATE_CHECK=1
 
 # Debian packages the tests use. Services are started by the tests that need them.
-APT_PACKAGES=(procps dnsmasq-base rabbitmq-server mosquitto "$@")
+APT_PACKAGES=(procps dnsmasq-base rabbitmq-server mosquitto systemd-journal-remote "$@")
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -8,6 +8,10 @@ export * from "./commands.ts";
 export { type BuiltinOptions, registerBuiltins } from "./builtins.ts";
 export { createExecCommand, ExecArgs, type ExecCommandOptions } from "./exec.ts";
 export { createTagsCommand, TagsArgs } from "./tags.ts";
+export { createFileCommands, FileFetchArgs, FileTailArgs } from "./file.ts";
+export { createFsWatchCommand, FsWatchArgs } from "./fs.ts";
+export { createJournalCommand, JournalArgs } from "./journal.ts";
+export { checkPath } from "./paths.ts";
 export {
   createJobCommands,
   type JobControl,
