@@ -17,9 +17,12 @@ import { buildRunRequest, streamRun } from "./_run.ts";
 /** Usage of `jw client jobs`. */
 export const JOBS_USAGE = `jobs commands:
   jobs install TARGET KEY [ARGS_JSON] --id ID (--every DUR | --cron EXPR [--tz ZONE] |
-               --on start|connect|disconnect|stop) [--overlap skip|allow] [--meta K=V]...
+               --on start|connect|disconnect|stop) [--now] [--overlap skip|allow]
+               [--meta K=V]...
       install (or replace) a persistent job on the agents; it survives restarts; an
-      offline agent gets it when it connects (within --ttl, default 1h)
+      offline agent gets it when it connects (within --ttl, default 1h). --now also runs
+      it once right away: a watcher (fs.watch, file.tail, journal.watch) installed with
+      --on start --now starts now and again whenever the agent starts
   jobs list [--agent ID]            jobs per agent: trigger, next run, last result
   jobs delete TARGET ID             remove a job and its run history
   jobs runs TARGET ID [--limit N]   the job's last runs, newest first`;
@@ -33,7 +36,19 @@ const ON: Record<string, Schedule["trigger"]> = {
 
 /** Flags each jobs subcommand accepts (besides the connection flags). */
 export const JOBS_FLAGS: Record<string, string[]> = {
-  install: ["id", "meta", "meta-json", "timeout", "ttl", "every", "cron", "tz", "on", "overlap"],
+  install: [
+    "id",
+    "meta",
+    "meta-json",
+    "timeout",
+    "ttl",
+    "every",
+    "cron",
+    "tz",
+    "on",
+    "now",
+    "overlap",
+  ],
   list: ["agent", "timeout"],
   delete: ["timeout"],
   runs: ["limit", "timeout"],
@@ -206,6 +221,7 @@ export async function jobsCommand(
         schedule: scheduleFromFlags(p),
         persistent: true,
         ...(overlap ? { overlap } : {}),
+        ...(p.values.now === true ? { runNow: true } : {}),
       });
       return await streamRun(api, request, json);
     }

@@ -70,6 +70,7 @@ jobs options:
   --cron EXPR         run on a cron schedule, e.g. "*/5 * * * *" (5 or 6 fields)
   --tz ZONE           time zone for --cron, e.g. Europe/Berlin (default: the agent's)
   --on EVENT          run on agent start, connect, disconnect or stop
+  --now               also run it once right away (besides --every, --cron or --on)
   --overlap POLICY    skip (default: no new run while one is going) or allow
 
 ${SCRIPTS_USAGE}
@@ -107,6 +108,7 @@ const OPTIONS = {
   tz: { type: "string" },
   on: { type: "string" },
   overlap: { type: "string" },
+  now: { type: "boolean" },
   version: { type: "string" },
 } as const;
 

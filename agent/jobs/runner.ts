@@ -406,7 +406,7 @@ class Runner implements JobRunner {
       return this.#deny(job, toJwError(err), actor);
     }
     if (!isInstalled(job)) return await this.#runNow(job, prepared, actor);
-    await this.#install(job, prepared, trigger, actor);
+    await this.#install(job, prepared, trigger, actor, frame.job.runNow === true);
   }
 
   /** Answers a refused command with one done output and audits `command.denied`. */
@@ -448,6 +448,7 @@ class Runner implements JobRunner {
     prepared: PreparedCommand,
     trigger: CompiledTrigger,
     actor: string,
+    runNow = false,
   ): Promise<void> {
     const { clock, store, logger } = this.#o;
     const old = this.#installed.get(job.id);
@@ -512,8 +513,9 @@ class Runner implements JobRunner {
       }),
     );
     // A persistent job without a schedule runs once now; it is kept (listed, with its run)
-    // but not run again at the next start. With overlap skip it waits for replaced runs.
-    if (trigger.kind !== "now") return;
+    // but not run again at the next start. So does any job installed with `runNow`, besides
+    // its schedule. With overlap skip it waits for replaced runs.
+    if (trigger.kind !== "now" && !runNow) return;
     if (job.overlap === "skip" && inst.runs.size > 0) {
       await Promise.all([...inst.runs].map((run) => run.done));
     }

@@ -875,3 +875,35 @@ Deno.test("JobRunner lists a stored row that no longer parses as blocked and del
     db.close();
   }
 });
+
+Deno.test("JobRunner: an onStart job installed with runNow runs at once and again at the next start", async () => {
+  const db = openAgentDatabase(":memory:");
+  try {
+    const clock = new FakeClock(T0);
+    {
+      await using h = harness({ clock, db, commands: [tickCommand] });
+      const answer = only(
+        (await h.run({
+          id: "env-w",
+          job: {
+            id: "w",
+            key: "test.tick",
+            args: {},
+            schedule: { trigger: "onStart" },
+            persistent: true,
+            runNow: true,
+          },
+        })).filter((f) => runOf(f) === undefined),
+      );
+      assert.equal((answer.data!.installed as { id: string }).id, "w");
+      await until(() => h.doneRuns("w").length === 1, "the run right after the install");
+    }
+    await using h = harness({ clock, db, commands: [tickCommand] });
+    await until(() => h.doneRuns("w").length === 1, "the run at the next start");
+    // runNow is for the install only: it is not kept with the job.
+    const stored = db.prepare("SELECT * FROM jobs WHERE id = 'w'").get() as Record<string, string>;
+    assert.ok(!JSON.stringify(stored).includes("runNow"));
+  } finally {
+    db.close();
+  }
+});

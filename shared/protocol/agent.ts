@@ -69,6 +69,11 @@ export const JobSpec = z.object({
   schedule: Schedule.optional(),
   persistent: z.boolean().optional(),
   overlap: Overlap.optional(),
+  /**
+   * Also run once right away when installed, besides the schedule: a watcher installed
+   * with `onStart` and `runNow` starts now and again at every agent start.
+   */
+  runNow: z.boolean().optional(),
 }).strict();
 export type JobSpec = z.infer<typeof JobSpec>;
 
