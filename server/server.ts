@@ -42,6 +42,9 @@ import { OutputQueue } from "./outputs/outbox.ts";
 import { type Outputs, startOutputs } from "./outputs/pipeline.ts";
 import { createScriptExpander } from "./scripts/expand.ts";
 import { createScriptStore, type ScriptStore } from "./scripts/store.ts";
+import { createFilesHandler } from "./files/mod.ts";
+import { filesCacheDir } from "../shared/config/files.ts";
+import { FILES_AUDIENCE, verifyAgentToken } from "../shared/crypto/agent_token.ts";
 
 /** Seams for tests; each defaults to the real thing. */
 export interface ServerDeps {
@@ -378,6 +381,12 @@ class Server implements JwServer {
       },
     });
     const sockets = createDenoAgentSockets(gateway);
+    const files = createFilesHandler({
+      config: config.files,
+      cacheDir: filesCacheDir(config.files, config.data),
+      clock,
+      logger: logger.child("files"),
+    });
     const app = createApp({
       serverId: id,
       users: config.auth.users,
@@ -389,6 +398,16 @@ class Server implements JwServer {
       scripts,
       url: () => this.url,
       outputs,
+      files: {
+        handler: files,
+        verifyAgent: (token) =>
+          verifyAgentToken(
+            token,
+            (agentId) => store.pinnedKey(agentId),
+            FILES_AUDIENCE,
+            clock.now(),
+          ),
+      },
       cluster: transport
         ? {
           members: () => this.#cluster?.members() ?? [],
@@ -538,6 +557,7 @@ class Server implements JwServer {
       registry.closeAll(1001, "server closing");
       bus.close();
       await outputs.close();
+      await files.close();
       // Graceful: lets the streams just ended flush to their clients; abort is the backstop.
       const deadline = setTimeout(() => this.#abort.abort(), HTTP_DRAIN_MS);
       try {

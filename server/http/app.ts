@@ -7,6 +7,8 @@
  *   `GET /v1/outputs` (HTTP basic auth)
  * - `POST /v1/scripts`, `GET /v1/scripts`, `GET /v1/scripts/NAME[?version=N]`,
  *   `DELETE /v1/scripts/NAME[?version=N]` (HTTP basic auth): stored signed scripts
+ * - `GET|HEAD /files/PATH` (an agent's token, or HTTP basic auth): the file service
+ *   (server/files/)
  *
  * Errors leave as `{error: {code, message}}` with `httpStatusFor(code)`; this file is the
  * only place that turns a {@link JwError} into an HTTP response.
@@ -45,6 +47,7 @@ import { relayedJson, type ReplyBus, type ReplyFilter } from "../delegate/bus.ts
 import { type Dispatcher, runSummary } from "../delegate/dispatch.ts";
 import type { ScriptStore } from "../scripts/store.ts";
 import type { OutputStatus } from "../outputs/pipeline.ts";
+import type { FilesHandler } from "../files/mod.ts";
 
 /** Largest accepted `POST /v1/run` body, bytes. */
 export const MAX_RUN_BODY_BYTES = 1024 * 1024;
@@ -85,6 +88,16 @@ export interface AppOptions {
   url?: () => string | undefined;
   /** The outputs pipeline, for `GET /v1/outputs`. */
   outputs?: { status(): OutputStatus[] };
+  /** The file service under `/files/`. */
+  files?: {
+    handler: Pick<FilesHandler, "handle">;
+    /**
+     * Checks an agent's token (`Authorization: Bearer …`).
+     * @returns the agent id.
+     * @throws JwError `unauthorized`.
+     */
+    verifyAgent(token: string): Promise<string>;
+  };
   logger?: Logger;
 }
 
@@ -345,7 +358,36 @@ export function createApp(options: AppOptions): Hono<AuthEnv> {
     return c.body(stored.text, 200, { "content-type": "application/javascript; charset=utf-8" });
   });
 
-  app.use("/v1/*", createBasicAuth({ users: options.users, audit, logger }));
+  const basicAuth = createBasicAuth({ users: options.users, audit, logger });
+  if (options.files) {
+    const files = options.files;
+    // Agents prove themselves with a token signed by their key; operators with basic auth.
+    app.use("/files/*", async (c, next) => {
+      const bearer = /^Bearer[ \t]+(\S+)$/i.exec(c.req.header("authorization") ?? "");
+      if (!bearer) return await basicAuth(c, next);
+      try {
+        await files.verifyAgent(bearer[1]);
+      } catch (err) {
+        const e = toJwError(err);
+        audit.append({
+          actor: `peer:${c.env?.remoteAddress ?? "unknown"}`,
+          action: "files.denied",
+          target: new URL(c.req.url).pathname.slice(0, 200),
+          outcome: "denied",
+          reason: e.message,
+        });
+        throw e;
+      }
+      await next();
+    });
+    // The path still percent-encoded: the handler decodes it once, and refuses traversal.
+    app.all(
+      "/files/*",
+      (c) => files.handler.handle(c.req.raw, new URL(c.req.url).pathname.slice("/files/".length)),
+    );
+  }
+
+  app.use("/v1/*", basicAuth);
 
   app.get("/v1/agents", (c) => {
     const local = registry.list();

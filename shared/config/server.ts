@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { Duration, HostPort, LogLevelSetting, Size } from "./types.ts";
 import type { EnvBinding } from "./load.ts";
+import { FilesConfig } from "./files.ts";
 import { OutputsConfig } from "./outputs.ts";
 
 /** An operator with fixed credentials. */
@@ -135,6 +136,12 @@ export const ServerConfig = z.object({
    * NSQ, HTTP (see shared/config/outputs.ts and docs/outputs.md). Default none.
    */
   outputs: OutputsConfig,
+  /**
+   * Files served under `/files/` to agents (`file.fetch`) and operators: a root directory,
+   * optional listings, upstreams to fetch missing files from once (see
+   * shared/config/files.ts). Default: off.
+   */
+  files: FilesConfig.prefault({}),
   /** Log level on stderr: error, warn, info, debug. Default "info". */
   logLevel: LogLevelSetting.default("info"),
 }).strict();
