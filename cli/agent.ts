@@ -39,10 +39,13 @@ Options (each also settable in the config file, or as JW_* in the environment):
   --dns-tls            connect to the SRV targets with https/wss  (JW_DNS_TLS=true)
   --data DIR           data directory, default ./jw-data/agent     (JW_DATA)
   --allow-run PATH     absolute path of a program exec.run (and scripts, through it) may
-                       start; repeatable; nothing by default       (JW_ALLOW_RUN, comma-separated)
-  --allow-read PATH    file or directory signed scripts may be granted to read;
-                       repeatable; nothing by default              (JW_ALLOW_READ)
-  --allow-write PATH   ...to write; repeatable                      (JW_ALLOW_WRITE)
+                       start (journal.watch needs journalctl here); repeatable; nothing by
+                       default                                     (JW_ALLOW_RUN, comma-separated)
+  --allow-read PATH    file or directory fs.watch, file.tail and journal.watch may read and
+                       signed scripts may be granted; repeatable; nothing by default
+                                                                   (JW_ALLOW_READ)
+  --allow-write PATH   ...that file.fetch may write to and scripts be granted; repeatable
+                                                                   (JW_ALLOW_WRITE)
   --allow-net HOST[:PORT]  host signed scripts may be granted to reach; repeatable (JW_ALLOW_NET)
   --trust-signer FILE  public key (JWK, from jw sign keygen) whose signed scripts this
                        agent accepts; repeatable; none by default  (JW_TRUST_SIGNERS)
