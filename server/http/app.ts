@@ -142,6 +142,19 @@ function scriptWanted(body: unknown): { name: string; version?: number } | undef
   return { name: args.name, version: version as number | undefined };
 }
 
+/**
+ * The part of a request URL after `/files/`, exactly as sent: no percent-decoding and no
+ * dot-segment resolution (the file service checks those itself).
+ */
+export function filesPathOf(url: string): string {
+  const afterScheme = url.indexOf("//");
+  const start = url.indexOf("/", afterScheme < 0 ? 0 : afterScheme + 2);
+  let path = start < 0 ? "/" : url.slice(start);
+  const end = path.search(/[?#]/);
+  if (end >= 0) path = path.slice(0, end);
+  return path.startsWith("/files/") ? path.slice("/files/".length) : "";
+}
+
 /** Something to read NDJSON lines from: a channel or a run's event iterator. */
 interface LineSource {
   next(): Promise<IteratorResult<unknown>>;
@@ -380,11 +393,9 @@ export function createApp(options: AppOptions): Hono<AuthEnv> {
       }
       await next();
     });
-    // The path still percent-encoded: the handler decodes it once, and refuses traversal.
-    app.all(
-      "/files/*",
-      (c) => files.handler.handle(c.req.raw, new URL(c.req.url).pathname.slice("/files/".length)),
-    );
+    // The path as sent, still percent-encoded and not normalised (`new URL()` would resolve
+    // `%2e%2e`): the handler decodes it once, and refuses traversal.
+    app.all("/files/*", (c) => files.handler.handle(c.req.raw, filesPathOf(c.req.url)));
   }
 
   app.use("/v1/*", basicAuth);

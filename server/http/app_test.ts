@@ -14,7 +14,7 @@ import {
 import { createFixture, fakeSession, type Fixture, pinFake, testRandom } from "../_testing.ts";
 import { createDispatcher } from "../delegate/dispatch.ts";
 import { createScriptExpander, createScriptStore } from "../scripts/mod.ts";
-import { type ClusterView, createApp } from "./app.ts";
+import { type ClusterView, createApp, filesPathOf } from "./app.ts";
 
 const AUTH = "Basic " + btoa("alice:secret");
 const USERS = [{ name: "alice", bcrypt: bcrypt.hashSync("secret", 4) }];
@@ -783,4 +783,14 @@ Deno.test("GET /v1/runs/ID: a command's part here, or not_found; bad ids and wai
   const badId = await request("/v1/runs/-bad", { headers: { authorization: AUTH } });
   assert.equal(badId.status, 400);
   await badId.body?.cancel();
+});
+
+Deno.test("filesPathOf keeps the path after /files/ as sent", () => {
+  assert.equal(filesPathOf("http://h:1/files/pkg/app.txt?x=1#f"), "pkg/app.txt");
+  assert.equal(
+    filesPathOf("http://h:1/files/pkg/%2e%2e/%2e%2e/server.yaml"),
+    "pkg/%2e%2e/%2e%2e/server.yaml",
+  );
+  assert.equal(filesPathOf("http://h:1/files/a%2fb"), "a%2fb");
+  assert.equal(filesPathOf("http://h:1/other"), "");
 });

@@ -29,6 +29,21 @@ const textsOf = (replies: JsonLine[], job: string): string[] =>
 
 const sha256 = (bytes: Uint8Array) => createHash("sha256").update(bytes).digest("hex");
 
+/** A GET with the request target sent exactly as given; the whole response as text. */
+async function rawGet(base: string, target: string, authorization: string): Promise<string> {
+  const { hostname, port } = new URL(base);
+  const conn = await Deno.connect({ hostname, port: Number(port) });
+  try {
+    const request = `GET ${target} HTTP/1.1\r\nHost: ${hostname}\r\n` +
+      `Authorization: ${authorization}\r\nConnection: close\r\n\r\n`;
+    await conn.write(new TextEncoder().encode(request));
+    return await new Response(conn.readable).text();
+  } catch (err) {
+    conn.close();
+    throw err;
+  }
+}
+
 Deno.test("watchers and files on a real agent", async (t) => {
   const dir = await scratchDir("watchers-");
   const watched = `${dir}/watched`;
@@ -251,6 +266,14 @@ Deno.test("watchers and files on a real agent", async (t) => {
       });
       await forged.body?.cancel();
       assert.equal(forged.status, 401);
+      // A path the client did not normalise (fetch() would resolve %2e%2e itself).
+      const sneaky = await rawGet(
+        server.url,
+        "/files/pkg/%2e%2e/%2e%2e/config.yaml",
+        `Basic ${btoa(`${ADMIN.user}:${ADMIN.password}`)}`,
+      );
+      assert.match(sneaky, /^HTTP\/1\.1 400 /);
+      assert.match(sneaky, /dot segment/);
     });
   } finally {
     await agent.process.stop("SIGTERM");
