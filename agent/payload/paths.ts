@@ -70,7 +70,8 @@ export async function checkPath(
     roots.length === 0
       ? `${kind} ${shown}: this agent allows no ${kind} paths (${FLAGS[kind]} PATH would)`
       : `${kind} ${shown}: outside the paths this agent allows (${FLAGS[kind]} ${
-        posix.dirname(real)
+        // What to read is the path itself; what to write is a file in its directory.
+        kind === "read" ? real : posix.dirname(real)
       } would)`,
     { detail: { path, real, permission: kind } },
   );
