@@ -71,8 +71,7 @@ export async function checkPath(
       ? `${kind} ${shown}: this agent allows no ${kind} paths (${FLAGS[kind]} PATH would)`
       : `${kind} ${shown}: outside the paths this agent allows (${FLAGS[kind]} ${
         // What to read is the path itself; what to write is a file in its directory.
-        kind === "read" ? real : posix.dirname(real)
-      } would)`,
+        kind === "read" ? real : posix.dirname(real)} would)`,
     { detail: { path, real, permission: kind } },
   );
 }
