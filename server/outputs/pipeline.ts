@@ -56,7 +56,11 @@ export interface OutputsOptions {
 
 /** The running pipeline. */
 export interface Outputs {
-  /** A reply relayed from an agent (output, log, setTag), with the agent's current tags. */
+  /**
+   * A reply relayed from an agent (output, log, setTag), with the agent's current tags. Tags
+   * objects are never changed in place (the registry makes a new one at each change): their
+   * JSON is kept per object.
+   */
   reply(reply: RelayedReply, tags: Readonly<Record<string, string>>): void;
   /** An agent's heartbeat. */
   alive(agentId: string, frame: Alive, tags: Readonly<Record<string, string>>): void;
@@ -164,7 +168,8 @@ export async function startOutputs(options: OutputsOptions): Promise<Outputs> {
       if (!matches(lane.config, item)) continue;
       mid ??= queue.newMid();
       text ??= body(mid);
-      lane.buffer.push({ ...item, mid, body: text });
+      const { type, agent, key, tags } = item;
+      lane.buffer.push({ type, agent, key, tags, mid, body: text });
       buffered++;
     }
     if (buffered >= FLUSH_COUNT) flush();
@@ -173,10 +178,25 @@ export async function startOutputs(options: OutputsOptions): Promise<Outputs> {
     }
   };
 
+  // Most of every message's JSON repeats: the server, the type, the agent, its tags.
+  const serverJson = JSON.stringify(serverId);
+  const quoted = new Map<string, string>();
+  const quote = (text: string): string => {
+    let json = quoted.get(text);
+    if (json === undefined) {
+      if (quoted.size >= 100_000) quoted.clear();
+      quoted.set(text, json = JSON.stringify(text));
+    }
+    return json;
+  };
+  const tagsJson = new WeakMap<Readonly<Record<string, string>>, string>();
+  const tagsOf = (tags: Readonly<Record<string, string>>): string => {
+    let json = tagsJson.get(tags);
+    if (json === undefined) tagsJson.set(tags, json = JSON.stringify(tags));
+    return json;
+  };
   const prefix = (mid: string, type: string, extra: string) =>
-    `{"mid":${JSON.stringify(mid)},"server":${JSON.stringify(serverId)},"type":${
-      JSON.stringify(type)
-    }${extra}`;
+    `{"mid":${JSON.stringify(mid)},"server":${serverJson},"type":${quote(type)}${extra}`;
 
   for (const lane of lanes) lane.loop = drain(lane);
 
@@ -383,7 +403,7 @@ export async function startOutputs(options: OutputsOptions): Promise<Outputs> {
           prefix(
             mid,
             reply.type,
-            `,"agent":${JSON.stringify(reply.agent)},"tags":${JSON.stringify(tags)},"message":${
+            `,"agent":${quote(reply.agent)},"tags":${tagsOf(tags)},"message":${
               relayedJson(reply)
             }}`,
           ),
@@ -396,9 +416,7 @@ export async function startOutputs(options: OutputsOptions): Promise<Outputs> {
           prefix(
             mid,
             "alive",
-            `,"agent":${JSON.stringify(agentId)},"tags":${JSON.stringify(tags)},"message":${
-              JSON.stringify(frame)
-            }}`,
+            `,"agent":${quote(agentId)},"tags":${tagsOf(tags)},"message":${JSON.stringify(frame)}}`,
           ),
       );
     },
