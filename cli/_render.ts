@@ -31,7 +31,10 @@ export function renderReply(r: RelayedReply): string | undefined {
       } else if (r.data !== undefined) lines.push(`${who} data   ${JSON.stringify(r.data)}`);
       if (r.done && !(installed && !r.error)) {
         const parts = [r.error ? `failed ${r.error.code}: ${r.error.message}` : "done  "];
-        if (r.exitCode !== undefined) parts.push(`exit ${r.exitCode ?? "-"}`);
+        if (r.exitCode !== undefined) {
+          // null: the process was killed (a timeout, the agent stopping), so it has none.
+          parts.push(r.exitCode === null ? "(no exit code)" : `exit ${r.exitCode}`);
+        }
         if (r.durationMs !== undefined) parts.push(`in ${formatDuration(r.durationMs)}`);
         parts.push(`(job ${r.job.id})`);
         lines.push(`${who} ${parts.join(" ")}`);
