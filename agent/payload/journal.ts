@@ -15,7 +15,8 @@
  * - `file` — read this journal file instead of the system journal (`journalctl --file`);
  *   `directory` — read the journal files in this directory (`journalctl -D`). At most one of
  *   the two; each must be an allowed read path (`--allow-read`) and may not hold glob
- *   characters (`*?[]`).
+ *   characters (`*?[]`); symlinks in the directory and its subdirectories must stay inside
+ *   the allowed paths too (checked at start).
  * - `journalctl` — the program's absolute path. Default "/usr/bin/journalctl".
  * - `follow` — keep following new entries (`journalctl -f`). Default true. Without `since`
  *   or a saved position, following starts with journalctl's own default: the last 10
@@ -54,6 +55,7 @@
  *
  * @module
  */
+import { posix } from "node:path";
 import { z } from "zod";
 import type { Clock, TimerId } from "../../shared/clock.ts";
 import { JwError } from "../../shared/errors.ts";
@@ -386,7 +388,42 @@ async function resolveSource(ctx: RunContext, args: JournalArgs): Promise<Journa
       detail: { path: given },
     });
   }
+  if (kind === "directory") await checkLinksInside(ctx, real);
   return { kind, path: real };
+}
+
+/**
+ * journalctl -D reads the journal files in a directory and in its subdirectories (one per
+ * machine id): a symlink among them must not lead out of the allowed paths. Checked at
+ * start, two levels deep.
+ * @throws JwError `forbidden` naming the link.
+ */
+async function checkLinksInside(ctx: RunContext, dir: string, depth = 0): Promise<void> {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(dir));
+  } catch {
+    return; // unreadable here: journalctl will say so
+  }
+  for (const entry of entries) {
+    const path = posix.join(dir, entry.name);
+    if (entry.isSymlink) {
+      try {
+        await checkPath(ctx.paths, "read", path);
+      } catch (err) {
+        if (err instanceof JwError && err.code === "forbidden") {
+          throw new JwError(
+            "forbidden",
+            `journal directory ${dir} holds ${entry.name}, a link out of the allowed paths: ${err.message}`,
+            { detail: { path } },
+          );
+        }
+        // A dangling link: nothing for journalctl to read there.
+      }
+    } else if (entry.isDirectory && depth < 1) {
+      await checkLinksInside(ctx, path, depth + 1);
+    }
+  }
 }
 
 /** Creates `journal.watch`. */

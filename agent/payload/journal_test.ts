@@ -525,6 +525,15 @@ Deno.test("journal.watch refusals: not_whitelisted, forbidden, not_found", async
     await using h = harness(allowed.path);
     const done = doneOf(await watch(h, { file: link, follow: false }));
     assert.equal(done.error?.code, "forbidden");
+    // The same link inside a directory given to journalctl -D, and one level further down.
+    const linked = doneOf(await watch(h, { directory: allowed.path, follow: false }));
+    assert.equal(linked.error?.code, "forbidden");
+    assert.match(linked.error!.message, /holds link\.journal, a link out of the allowed paths/);
+    await Deno.remove(link);
+    await Deno.mkdir(posix.join(allowed.path, "machine"));
+    await Deno.symlink(file, posix.join(allowed.path, "machine", "system.journal"));
+    const deeper = doneOf(await watch(h, { directory: allowed.path, follow: false }));
+    assert.equal(deeper.error?.code, "forbidden");
   });
   await t.step("a file that does not exist", async () => {
     await using h = harness(dir.path);
