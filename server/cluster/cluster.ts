@@ -10,7 +10,7 @@
 import type { Clock } from "../../shared/clock.ts";
 import { JwError } from "../../shared/errors.ts";
 import { type Logger, silentLogger } from "../../shared/log.ts";
-import type { Random } from "../../shared/random.ts";
+import { type Random, randomId } from "../../shared/random.ts";
 import {
   createMemberlist,
   type Member,
@@ -112,7 +112,10 @@ const PRUNE_INTERVAL_MS = 10_000;
 export function startCluster(options: ClusterOptions): Cluster {
   const logger = options.logger ?? silentLogger;
   const state = new ReplicatedState({ node: options.serverId, clock: options.clock });
-  const encodeSelf = () => new TextEncoder().encode(options.url);
+  // The member metadata is the URL and an id of this start: a server restarted before the
+  // others noticed it was gone differs from its former self, so it refutes the old record
+  // with a higher incarnation and everyone sees that it came back.
+  const meta = new TextEncoder().encode(`${options.url} ${randomId(options.random)}`);
 
   const applyRemote = (records: StateRecord[]) => {
     const applied = state.mergeAll(records);
@@ -126,7 +129,7 @@ export function startCluster(options: ClusterOptions): Cluster {
     random: options.random,
     logger: logger.child("gossip"),
     config: options.memberlist,
-    meta: encodeSelf(),
+    meta,
     delegate: {
       notifyUser(bytes) {
         try {
@@ -216,7 +219,7 @@ export function startCluster(options: ClusterOptions): Cluster {
         out.push({
           id: m.name,
           gossip: m.address,
-          url: r?.url ?? (m.meta.length ? new TextDecoder().decode(m.meta) : null),
+          url: r?.url ?? urlOfMeta(m.meta),
           state: m.state,
           incarnation: m.incarnation,
           health: m.name === options.serverId ? list.healthScore() : r?.health ?? null,
@@ -258,4 +261,10 @@ function prefixed(prefix: string, stats: object): Record<string, number> {
   return Object.fromEntries(
     Object.entries(stats).map(([k, v]) => [`${prefix}.${k}`, v as number]),
   );
+}
+
+/** The URL in a member's metadata ("URL START-ID"); null when there is none. */
+function urlOfMeta(meta: Uint8Array): string | null {
+  const url = new TextDecoder().decode(meta).split(" ")[0];
+  return url ? url : null;
 }
