@@ -51,6 +51,8 @@ export const DEFAULT_FAILOVER_MS = 5000;
 
 /** Default time a server that failed is skipped and named in `hello.avoid`. */
 export const DEFAULT_AVOID_MS = 60_000;
+/** Most `hello.avoidAgo` may say (the protocol's bound). */
+const MAX_AVOID_AGO_MS = 86_400_000;
 
 /**
  * Where the connection finds server URLs when its server list gives none; `createDiscovery`
@@ -472,7 +474,11 @@ class AgentConnection implements Connection {
     if (stream !== undefined) hello.stream = stream;
     if (hops > 0) hello.hops = hops;
     const avoid = this.#avoid(url);
-    if (avoid.length > 0) hello.avoid = avoid;
+    if (avoid.length > 0) {
+      const now = clock.now();
+      hello.avoid = avoid.map((f) => f.id);
+      hello.avoidAgo = avoid.map((f) => Math.min(MAX_AVOID_AGO_MS, Math.max(0, now - f.at)));
+    }
     socket.send(encodeFrame(hello));
     s.handshakeTimer = clock.setTimeout(() => {
       logger.warn("handshake timed out", { url });
@@ -507,11 +513,11 @@ class AgentConnection implements Connection {
     return outcome;
   }
 
-  /** Ids of the servers that failed lately, except the one at `url` we are connecting to. */
-  #avoid(url: string): string[] {
+  /** The servers that failed lately and when, except the one at `url` we are connecting to. */
+  #avoid(url: string): { id: string; at: number }[] {
     const known = rankServers(this.#o.agentId, this.servers);
     const here = known.find((server) => server.url === url)?.id;
-    return this.#failures.avoid(known).filter((id) => id !== here);
+    return this.#failures.avoidSince(known).filter((f) => f.id !== here);
   }
 
   async #onText(s: Session, text: string): Promise<void> {

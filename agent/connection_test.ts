@@ -568,6 +568,7 @@ Deno.test("Connection moves to the next-ranked live server when its server is lo
   const second = await h.transport.peer(1);
   const hello = await second.expect("hello");
   assert.deepEqual(hello.avoid, ["s1"], "the lost server is named in avoid");
+  assert.deepEqual(hello.avoidAgo, [2500], "lost 2.5 s ago");
   assert.equal(hello.hops, undefined);
   // That one does not answer either: back off, then the third-ranked, avoiding both.
   second.close(1006, "");
@@ -578,6 +579,7 @@ Deno.test("Connection moves to the next-ranked live server when its server is lo
   const third = await h.transport.peer(2);
   const welcomedHello = await handshake(h, third, survivors[1].id);
   assert.deepEqual(welcomedHello.avoid, [survivors[0].id, "s1"], "most recent first");
+  assert.deepEqual(welcomedHello.avoidAgo, [250, 2750]);
   assert.equal(h.conn.serverId, survivors[1].id);
 });
 

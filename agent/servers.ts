@@ -165,13 +165,21 @@ export class RecentFailures {
    * {@link MAX_AVOID}: ids noted directly, and the ids `servers` give the URLs that failed.
    */
   avoid(servers: readonly RankedServer[]): string[] {
+    return this.avoidSince(servers).map((f) => f.id);
+  }
+
+  /** {@link avoid} with when each failed (epoch ms, the latest failure of each). */
+  avoidSince(servers: readonly RankedServer[]): { id: string; at: number }[] {
     this.#expire();
     const when = new Map(this.#ids);
     for (const s of servers) {
       const at = this.#urls.get(s.url);
       if (at !== undefined && at > (when.get(s.id) ?? -Infinity)) when.set(s.id, at);
     }
-    return [...when].sort((a, b) => b[1] - a[1]).slice(0, MAX_AVOID).map(([id]) => id);
+    return [...when].sort((a, b) => b[1] - a[1]).slice(0, MAX_AVOID).map(([id, at]) => ({
+      id,
+      at,
+    }));
   }
 
   #expire(): void {

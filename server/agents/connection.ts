@@ -26,13 +26,14 @@ import {
   decodeFrame,
   encodeFrame,
   type ErrorFrame,
+  type Hello,
   type ServerFrame,
 } from "../../shared/protocol/mod.ts";
 import { RELAYED_JSON, type RelayedWithJson, type ReplyBus, withAgent } from "../delegate/bus.ts";
 import type { Handshake, IssuedChallenge } from "./handshake.ts";
 import type { LiveAgent, Registry } from "./registry.ts";
 import type { AgentStore } from "./agent_store.ts";
-import type { Decision, PlacementHints } from "../routing/placement.ts";
+import type { AvoidedServer, Decision, PlacementHints } from "../routing/placement.ts";
 
 /** Close code for a failed or timed-out handshake. */
 export const CLOSE_HANDSHAKE_FAILED = 4001;
@@ -307,7 +308,10 @@ class Connection implements AgentConnection {
         this.#helloTags = frame.tags;
         this.#claimedId = frame.agentId;
         this.#stream = frame.stream ?? null;
-        this.#hints = { hops: frame.hops ?? 0, avoid: frame.avoid ?? [] };
+        this.#hints = {
+          hops: frame.hops ?? 0,
+          avoid: avoidedServers(frame, this.#deps.clock.now()),
+        };
         const challenge = await this.#deps.handshake.issue(frame);
         if (this.#state !== "hello") {
           this.#deps.handshake.release(challenge);
@@ -613,4 +617,12 @@ export function createConnection(
   onClosed?: (connection: AgentConnection) => void,
 ): AgentConnection {
   return new Connection(socket, address, deps, onClosed);
+}
+
+/**
+ * The servers a hello names as unreachable, with when the agent last failed to reach each
+ * (`avoidAgo`, on this server's clock; without it, now).
+ */
+function avoidedServers(hello: Hello, now: number): AvoidedServer[] {
+  return (hello.avoid ?? []).map((id, i) => ({ id, at: now - (hello.avoidAgo?.[i] ?? 0) }));
 }

@@ -9,6 +9,7 @@ import type { Logger } from "../../shared/log.ts";
 import { silentLogger } from "../../shared/log.ts";
 import type { AgentInfo, ServerFrame, Target } from "../../shared/protocol/mod.ts";
 import type { AgentStore, TagMap } from "./agent_store.ts";
+import type { AvoidedServer } from "../routing/placement.ts";
 
 /** WebSocket close code for a connection replaced by a newer one for the same agent. */
 export const CLOSE_REPLACED = 4000;
@@ -29,7 +30,7 @@ export interface AgentSession {
    */
   tags: TagMap;
   /** Servers the agent said in `hello` it could not reach lately (placement honours them). */
-  avoid?: readonly string[];
+  avoid?: readonly AvoidedServer[];
   /** Sends one frame; throws when the socket is gone. */
   send(frame: ServerFrame): void;
   /** Sends one frame already encoded (one encoding shared by many agents); throws when gone. */
@@ -50,7 +51,7 @@ export interface LiveAgent {
   readonly address: string;
   readonly version: string;
   /** Servers the agent said in `hello` it could not reach lately. */
-  readonly avoid: readonly string[];
+  readonly avoid: readonly AvoidedServer[];
   /**
    * Sends one frame to the agent.
    * @throws when the socket is already closed.
@@ -136,7 +137,7 @@ class Live implements LiveAgent {
   lastSeen: number;
   readonly address: string;
   readonly version: string;
-  readonly avoid: readonly string[];
+  readonly avoid: readonly AvoidedServer[];
   readonly #session: AgentSession;
 
   constructor(session: AgentSession, tags: TagMap, now: number) {

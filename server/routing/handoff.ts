@@ -6,7 +6,7 @@
  *   each told to wait a random time up to `spreadMs` before reconnecting. An agent is not
  *   handed off in its first `minAgeMs`, nor to a server alive for less than `settleMs`, nor
  *   (for `avoidMs` after it connected) to a server it named as unreachable in its hello,
- *   unless that server has come back since.
+ *   unless that server has come back since the agent failed to reach it.
  * - When the set of servers or their settled health changes, every connected agent is sent
  *   the new list (`servers` frame, encoded once) so it can find its next-ranked server by
  *   itself if this one dies.
@@ -124,16 +124,13 @@ export function startHandoff(options: HandoffOptions): Handoff {
     }
     const agents = [...options.agents()];
     announce(agents);
-    const since = new Map(placement.servers().map((s) => [s.id, s.since]));
     const records: AuditEvent[] = [];
     for (const agent of agents) {
       if (budget < 1) break;
       if (leaving.has(agent) || now - agent.connectedAt < options.minAgeMs) continue;
-      // A server the agent could not reach is avoided for a while — unless it has come back
-      // (alive again, as seen here) since the agent connected.
-      const avoid = now - agent.connectedAt < avoidMs
-        ? agent.avoid.filter((id) => (since.get(id) ?? 0) <= agent.connectedAt)
-        : [];
+      // A server the agent could not reach is avoided for a while after it connected —
+      // unless it has come back since (placement compares the times).
+      const avoid = now - agent.connectedAt < avoidMs ? agent.avoid : [];
       const decision = placement.decide(agent.id, { avoid });
       if (decision.kind !== "redirect" || now - decision.server.since < options.settleMs) continue;
       const wait = Math.floor(random.float() * options.spreadMs);

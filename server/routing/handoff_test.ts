@@ -5,7 +5,7 @@ import { seededRandom } from "../../shared/random.ts";
 import type { ServerFrame } from "../../shared/protocol/mod.ts";
 import type { LiveAgent } from "../agents/registry.ts";
 import { CLOSE_HANDED_OFF, HANDOFF_GRACE_MS, startHandoff } from "./handoff.ts";
-import { createPlacement } from "./placement.ts";
+import { type AvoidedServer, createPlacement } from "./placement.ts";
 
 type State = "alive" | "suspect" | "dead" | "left";
 
@@ -16,7 +16,11 @@ class FakeAgent implements LiveAgent {
   readonly version = "test";
   readonly frames: ServerFrame[] = [];
   closedWith?: number;
-  constructor(readonly id: string, readonly connectedAt: number, readonly avoid: string[] = []) {
+  constructor(
+    readonly id: string,
+    readonly connectedAt: number,
+    readonly avoid: AvoidedServer[] = [],
+  ) {
     this.lastSeen = connectedAt;
   }
   send(frame: ServerFrame): void {
@@ -170,7 +174,7 @@ Deno.test("an agent's avoid list holds for a minute, unless the avoided server c
   // Agents that belong to b but said they could not reach it.
   const ids = Array.from({ length: 100 }, (_, i) => `agent-${i}`)
     .filter((id) => owner(id, view)!.id === "b").slice(0, 5);
-  const agents = ids.map((id) => new FakeAgent(id, clock.now(), ["b"]));
+  const agents = ids.map((id) => new FakeAgent(id, clock.now(), [{ id: "b", at: clock.now() }]));
   const handoff = startHandoff({
     serverId: "a",
     placement,
@@ -194,6 +198,72 @@ Deno.test("an agent's avoid list holds for a minute, unless the avoided server c
     ];
     await clock.advance(2000);
     assert.equal(agents.filter((a) => a.redirects().length).length, agents.length);
+  } finally {
+    handoff.stop();
+  }
+});
+
+Deno.test("a server restarted between an agent's failure and its connect here is not avoided", async () => {
+  const clock = new FakeClock(10_000);
+  let view = [
+    {
+      id: "a",
+      url: "http://a.test",
+      state: "alive" as State,
+      health: 0,
+      settled: 0,
+      incarnation: 1,
+    },
+    {
+      id: "b",
+      url: "http://b.test",
+      state: "alive" as State,
+      health: 0,
+      settled: 0,
+      incarnation: 1,
+    },
+  ];
+  const placement = createPlacement({
+    serverId: "a",
+    url: () => "http://a.test",
+    members: () => view,
+    clock,
+    maxHops: 3,
+    cacheMs: 0,
+  });
+  placement.servers(); // b seen alive from now
+  const ids = Array.from({ length: 100 }, (_, i) => `agent-${i}`)
+    .filter((id) => owner(id, view)!.id === "b").slice(0, 5);
+  // The agents lost b at 10 s; b was back at a new incarnation (a restart nobody saw as a
+  // death) at 11 s; the agents connected here at 13 s, still naming b.
+  const failedAt = clock.now();
+  await clock.advance(1000);
+  view = [view[0], { ...view[1], incarnation: 2 }];
+  placement.servers();
+  await clock.advance(2000);
+  // At the handshake b is already the place to go.
+  assert.equal(placement.decide(ids[0], { avoid: [{ id: "b", at: failedAt }] }).kind, "redirect");
+  // An agent welcomed here anyway (b not yet seen back) is handed over once b has settled.
+  const agents = ids.map((id) => new FakeAgent(id, clock.now(), [{ id: "b", at: failedAt }]));
+  const handoff = startHandoff({
+    serverId: "a",
+    placement,
+    agents: () => agents.filter((a) => a.closedWith === undefined),
+    clock,
+    random: seededRandom(3),
+    rate: 100,
+    spreadMs: 0,
+    settleMs: 5000,
+    minAgeMs: 1000,
+  });
+  try {
+    await clock.advance(1000);
+    assert.equal(agents.filter((a) => a.redirects().length).length, 0, "b has not settled");
+    await clock.advance(2000);
+    assert.equal(agents.filter((a) => a.redirects().length).length, agents.length);
+    // The same agents failing to reach b after it came back would still avoid it.
+    const later = { id: "b", at: clock.now() };
+    assert.equal(placement.decide(ids[0], { avoid: [later] }).kind, "welcome");
   } finally {
     handoff.stop();
   }

@@ -5,9 +5,9 @@
  *
  * {@link Placement.decide} answers a handshake: welcome the agent here, or redirect it to
  * its owner. The owner is the first server in the agent's rank that the agent has not named
- * as unreachable (`avoid` in its hello) and that is not suspect (a server that may be dead
- * gets no new agents); an agent that has already followed `maxHops` redirects in a row is
- * welcomed wherever it arrives.
+ * as unreachable (`avoid` in its hello; unless the server came back after that failure) and
+ * that is not suspect (a server that may be dead gets no new agents); an agent that has
+ * already followed `maxHops` redirects in a row is welcomed wherever it arrives.
  *
  * @module
  */
@@ -36,12 +36,22 @@ export type Decision =
   | { kind: "welcome"; reason: string }
   | { kind: "redirect"; server: PlacementServer; reason: string };
 
+/** A server an agent could not reach lately. */
+export interface AvoidedServer {
+  id: string;
+  /** When the agent last failed to reach it (epoch ms, on this server's clock). */
+  at: number;
+}
+
 /** What the agent said in its hello that placement honours. */
 export interface PlacementHints {
   /** Redirects the agent followed in a row to get here. */
   hops?: number;
-  /** Servers the agent could not reach lately. */
-  avoid?: readonly string[];
+  /**
+   * Servers the agent could not reach lately. One that has come back since the agent failed
+   * to reach it (alive again, or at a new incarnation: it restarted) is not avoided.
+   */
+  avoid?: readonly AvoidedServer[];
 }
 
 /** Options for {@link createPlacement}. */
@@ -137,11 +147,11 @@ export function createPlacement(options: PlacementOptions): Placement {
       if (!servers.some((s) => s.id === options.serverId)) {
         return { kind: "welcome", reason: "this server is not in its own cluster view yet" };
       }
-      const avoid = new Set(hints.avoid ?? []);
-      avoid.delete(options.serverId);
+      const failedAt = new Map((hints.avoid ?? []).map((a) => [a.id, a.at]));
+      const avoided = (s: PlacementServer) => s.since <= (failedAt.get(s.id) ?? -Infinity);
       for (const s of rank(agentId)) {
         if (s.id === options.serverId) return { kind: "welcome", reason: "owner" };
-        if (avoid.has(s.id) || s.suspect) continue;
+        if (s.suspect || avoided(s)) continue;
         if ((hints.hops ?? 0) >= options.maxHops) {
           return {
             kind: "welcome",

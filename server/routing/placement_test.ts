@@ -57,14 +57,17 @@ Deno.test("placement skips dead, suspect and avoided servers, and stops at the h
   const second = rank(onB, view)[1].id;
   assert.equal(p.decide(onB).kind, "redirect");
   // The agent cannot reach b: it goes to its next choice.
-  const avoided = p.decide(onB, { avoid: ["b"] });
+  const avoided = p.decide(onB, { avoid: [{ id: "b", at: clock.now() }] });
   if (second === "a") assert.equal(avoided.kind, "welcome");
   else assert.equal(avoided.kind === "redirect" && avoided.server.id, "c");
+  // A failure from before b was (last) seen alive here is stale: b is the owner again.
+  const stale = p.decide(onB, { avoid: [{ id: "b", at: clock.now() - 1 }] });
+  assert.equal(stale.kind === "redirect" && stale.server.id, "b");
   // At the hop limit it stays here.
   assert.equal(p.decide(onB, { hops: 2 }).kind, "welcome");
   // b suspect: no new agents for it; b dead: not a candidate at all.
   view = members([["a", "alive"], ["b", "suspect"], ["c", "alive"]]);
-  assert.deepEqual(p.decide(onB), p.decide(onB, { avoid: ["b"] }));
+  assert.deepEqual(p.decide(onB), p.decide(onB, { avoid: [{ id: "b", at: clock.now() }] }));
   view = members([["a", "alive"], ["b", "dead"], ["c", "alive"]]);
   const alive = view.filter((m) => m.state === "alive");
   const d = p.decide(onB);

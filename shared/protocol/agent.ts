@@ -108,6 +108,12 @@ export const Hello = z.object({
    * these; it places the agent on the next-ranked server instead.
    */
   avoid: z.array(z.string().min(1).max(64)).max(32).optional(),
+  /**
+   * How long ago (ms) the agent last failed to reach each server in `avoid`, in the same
+   * order. A server that has restarted since is not avoided. Missing values count as "just
+   * now".
+   */
+  avoidAgo: z.array(z.number().int().nonnegative().max(86_400_000)).max(32).optional(),
 }).strict();
 export type Hello = z.infer<typeof Hello>;
 
