@@ -155,116 +155,104 @@ Deno.test("agents get the server list after a change, once", async () => {
   }
 });
 
-Deno.test("an agent's avoid list holds for a minute, unless the avoided server came back", async () => {
-  const clock = new FakeClock();
-  let view = [
-    { id: "a", url: "http://a.test", state: "alive" as State, health: 0, settled: 0 },
-    { id: "b", url: "http://b.test", state: "alive" as State, health: 0, settled: 0 },
-  ];
+/**
+ * This server, a, and b, both alive (b's entry can be replaced to show a restart), with five
+ * agent ids that b owns, and a handoff loop over `agents` (no spread, rate 100/s).
+ */
+function aAndB(clock: FakeClock) {
+  const view = {
+    members: [
+      {
+        id: "a",
+        url: "http://a.test",
+        state: "alive" as State,
+        health: 0,
+        settled: 0,
+        incarnation: 1,
+      },
+      {
+        id: "b",
+        url: "http://b.test",
+        state: "alive" as State,
+        health: 0,
+        settled: 0,
+        incarnation: 1,
+      },
+    ],
+  };
   const placement = createPlacement({
     serverId: "a",
     url: () => "http://a.test",
-    members: () => view,
+    members: () => view.members,
     clock,
     maxHops: 3,
     cacheMs: 0,
   });
   placement.servers(); // b seen alive from now
+  const ofB = Array.from({ length: 100 }, (_, i) => `agent-${i}`)
+    .filter((id) => owner(id, view.members)!.id === "b").slice(0, 5);
+  const handoff = (agents: FakeAgent[], times: { settleMs: number; minAgeMs: number }) =>
+    startHandoff({
+      serverId: "a",
+      placement,
+      agents: () => agents.filter((a) => a.closedWith === undefined),
+      clock,
+      random: seededRandom(1),
+      rate: 100,
+      spreadMs: 0,
+      ...times,
+    });
+  const redirected = (agents: FakeAgent[]) => agents.filter((a) => a.redirects().length).length;
+  return { view, placement, ofB, handoff, redirected };
+}
+
+Deno.test("an agent's avoid list holds for a minute, unless the avoided server came back", async () => {
+  const clock = new FakeClock();
+  const { view, placement, ofB, handoff, redirected } = aAndB(clock);
   await clock.advance(1000);
   // Agents that belong to b but said they could not reach it.
-  const ids = Array.from({ length: 100 }, (_, i) => `agent-${i}`)
-    .filter((id) => owner(id, view)!.id === "b").slice(0, 5);
-  const agents = ids.map((id) => new FakeAgent(id, clock.now(), [{ id: "b", at: clock.now() }]));
-  const handoff = startHandoff({
-    serverId: "a",
-    placement,
-    agents: () => agents.filter((a) => a.closedWith === undefined),
-    clock,
-    random: seededRandom(1),
-    rate: 100,
-    spreadMs: 0,
-    settleMs: 0,
-    minAgeMs: 0,
-  });
+  const agents = ofB.map((id) => new FakeAgent(id, clock.now(), [{ id: "b", at: clock.now() }]));
+  const loop = handoff(agents, { settleMs: 0, minAgeMs: 0 });
   try {
     await clock.advance(30_000);
-    assert.equal(agents.filter((a) => a.redirects().length).length, 0, "avoid honoured");
+    assert.equal(redirected(agents), 0, "avoid honoured");
     // b restarts: gone, then alive again after these agents connected.
-    view = [view[0]];
+    const b = view.members.pop()!;
     placement.servers();
-    view = [
-      view[0],
-      { id: "b", url: "http://b.test", state: "alive", health: 0, settled: 0 },
-    ];
+    view.members.push(b);
     await clock.advance(2000);
-    assert.equal(agents.filter((a) => a.redirects().length).length, agents.length);
+    assert.equal(redirected(agents), agents.length);
   } finally {
-    handoff.stop();
+    loop.stop();
   }
 });
 
 Deno.test("a server restarted between an agent's failure and its connect here is not avoided", async () => {
   const clock = new FakeClock(10_000);
-  let view = [
-    {
-      id: "a",
-      url: "http://a.test",
-      state: "alive" as State,
-      health: 0,
-      settled: 0,
-      incarnation: 1,
-    },
-    {
-      id: "b",
-      url: "http://b.test",
-      state: "alive" as State,
-      health: 0,
-      settled: 0,
-      incarnation: 1,
-    },
-  ];
-  const placement = createPlacement({
-    serverId: "a",
-    url: () => "http://a.test",
-    members: () => view,
-    clock,
-    maxHops: 3,
-    cacheMs: 0,
-  });
-  placement.servers(); // b seen alive from now
-  const ids = Array.from({ length: 100 }, (_, i) => `agent-${i}`)
-    .filter((id) => owner(id, view)!.id === "b").slice(0, 5);
+  const { view, placement, ofB, handoff, redirected } = aAndB(clock);
   // The agents lost b at 10 s; b was back at a new incarnation (a restart nobody saw as a
   // death) at 11 s; the agents connected here at 13 s, still naming b.
-  const failedAt = clock.now();
+  const failed = [{ id: "b", at: clock.now() }];
   await clock.advance(1000);
-  view = [view[0], { ...view[1], incarnation: 2 }];
+  view.members[1] = { ...view.members[1], incarnation: 2 };
   placement.servers();
   await clock.advance(2000);
   // At the handshake b is already the place to go.
-  assert.equal(placement.decide(ids[0], { avoid: [{ id: "b", at: failedAt }] }).kind, "redirect");
+  assert.equal(placement.decide(ofB[0], { avoid: failed }).kind, "redirect");
   // An agent welcomed here anyway (b not yet seen back) is handed over once b has settled.
-  const agents = ids.map((id) => new FakeAgent(id, clock.now(), [{ id: "b", at: failedAt }]));
-  const handoff = startHandoff({
-    serverId: "a",
-    placement,
-    agents: () => agents.filter((a) => a.closedWith === undefined),
-    clock,
-    random: seededRandom(3),
-    rate: 100,
-    spreadMs: 0,
-    settleMs: 5000,
-    minAgeMs: 1000,
-  });
+  const agents = ofB.map((id) => new FakeAgent(id, clock.now(), failed));
+  const loop = handoff(agents, { settleMs: 5000, minAgeMs: 1000 });
   try {
     await clock.advance(1000);
-    assert.equal(agents.filter((a) => a.redirects().length).length, 0, "b has not settled");
+    assert.equal(redirected(agents), 0, "b has not settled");
     await clock.advance(2000);
-    assert.equal(agents.filter((a) => a.redirects().length).length, agents.length);
-    // The same agents failing to reach b after it came back would still avoid it.
-    const later = { id: "b", at: clock.now() };
-    assert.equal(placement.decide(ids[0], { avoid: [later] }).kind, "welcome");
+    assert.equal(redirected(agents), agents.length);
+    // Failing to reach b after it came back would still avoid it.
+    assert.equal(
+      placement.decide(ofB[0], { avoid: [{ id: "b", at: clock.now() }] }).kind,
+      "welcome",
+    );
   } finally {
-    handoff.stop();
+    loop.stop();
   }
 });
