@@ -8,6 +8,7 @@
 import { createHash } from "node:crypto";
 import { posix } from "node:path";
 import { isJwError, JwError } from "../../shared/errors.ts";
+import { osError, statOrNull } from "./_os.ts";
 import { formatDuration } from "../../shared/units.ts";
 import type { RunContext, RunResult } from "./commands.ts";
 import type { FileFetchArgs } from "./file.ts";
@@ -57,7 +58,7 @@ export async function fetchFile(ctx: RunContext, args: FileFetchArgs): Promise<R
     if (have.sha256 === args.sha256) {
       if (args.mode !== undefined && ((existing.mode ?? 0) & 0o777) !== args.mode) {
         await Deno.chmod(dest, args.mode).catch((err) => {
-          throw osError(err, "chmod", dest);
+          throw osError(err, "cannot chmod", dest);
         });
       }
       return {
@@ -140,7 +141,7 @@ async function download(
     try {
       file = await Deno.open(temp, { write: true, createNew: true, mode: 0o600 });
     } catch (err) {
-      throw osError(err, "create", temp);
+      throw osError(err, "cannot create", temp);
     }
     const hash = createHash("sha256");
     // A compressed body's length says nothing of the bytes it becomes.
@@ -187,7 +188,7 @@ async function download(
       await Deno.rename(temp, dest);
       placed = true;
     } catch (err) {
-      throw osError(err, "write", dest);
+      throw osError(err, "cannot write", dest);
     }
     await syncDir(dir);
     return { error: null, data: { dest, bytes, sha256, url: source.shown } };
@@ -325,7 +326,7 @@ async function hashFile(
   try {
     file = await Deno.open(path, { read: true });
   } catch (err) {
-    throw osError(err, "read", path);
+    throw osError(err, "cannot read", path);
   }
   try {
     const buf = new Uint8Array(256 * 1024);
@@ -348,7 +349,7 @@ async function writeAll(file: Deno.FsFile, data: Uint8Array, path: string): Prom
     try {
       done += await file.write(data.subarray(done));
     } catch (err) {
-      throw osError(err, "write", path);
+      throw osError(err, "cannot write", path);
     }
   }
 }
@@ -382,29 +383,6 @@ function shown(url: URL): string {
   copy.username = "";
   copy.password = "";
   return copy.href;
-}
-
-async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
-  try {
-    return await Deno.stat(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
-      return null;
-    }
-    throw osError(err, "stat", path);
-  }
-}
-
-/** A JwError for what the OS threw while doing `what` to `path`. */
-function osError(err: unknown, what: string, path: string): JwError {
-  if (isJwError(err)) return err;
-  const code = err instanceof Deno.errors.PermissionDenied || err instanceof Deno.errors.NotCapable
-    ? "forbidden"
-    : "unavailable";
-  return new JwError(code, `cannot ${what} ${path}: ${message(err)}`, {
-    cause: err,
-    detail: { path },
-  });
 }
 
 /** The JwError a run was aborted with (the runner aborts with one), else a generic `closed`. */

@@ -20,7 +20,8 @@
  */
 import { posix } from "node:path";
 import { Buffer } from "node:buffer";
-import { isJwError, JwError, toJwError } from "../../shared/errors.ts";
+import { JwError, toJwError } from "../../shared/errors.ts";
+import { osError, statOrNull } from "./_os.ts";
 import type { TimerId } from "../../shared/clock.ts";
 import type { RunContext, RunResult } from "./commands.ts";
 import type { FileTailArgs } from "./file.ts";
@@ -198,7 +199,7 @@ class Tail {
             { path: this.#target, old },
           );
         } catch (err) {
-          this.#problem(osError(err, old));
+          this.#problem(osError(err, "cannot read", old));
         }
       }
     }
@@ -312,7 +313,7 @@ class Tail {
         }
         return false;
       }
-      const e = osError(err, this.#target);
+      const e = osError(err, "cannot read", this.#target);
       if (first) throw e;
       this.#problem(e);
       return false;
@@ -322,7 +323,7 @@ class Tail {
       info = await file.stat();
     } catch (err) {
       file.close();
-      throw osError(err, real);
+      throw osError(err, "cannot read", real);
     }
     if (!info.isFile) {
       file.close();
@@ -363,7 +364,7 @@ class Tail {
         }
       }
     } catch (err) {
-      if (!(err instanceof Deno.errors.NotFound)) this.#problem(osError(err, dir));
+      if (!(err instanceof Deno.errors.NotFound)) this.#problem(osError(err, "cannot read", dir));
     }
     return null;
   }
@@ -493,33 +494,6 @@ function parsePosition(state: Record<string, unknown> | undefined): Position | n
 
 function sameFile(info: { ino: number | null; dev: number }, pos: { ino: number; dev: number }) {
   return (info.ino ?? 0) === pos.ino && info.dev === pos.dev;
-}
-
-async function statOrNull(path: string): Promise<Deno.FileInfo | null> {
-  try {
-    return await Deno.stat(path);
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound || err instanceof Deno.errors.NotADirectory) {
-      return null;
-    }
-    throw osError(err, path);
-  }
-}
-
-/** A JwError for what the OS threw about `path`. */
-function osError(err: unknown, path: string): JwError {
-  if (isJwError(err)) return err;
-  const why = err instanceof Error ? err.message : String(err);
-  if (err instanceof Deno.errors.PermissionDenied || err instanceof Deno.errors.NotCapable) {
-    return new JwError("forbidden", `cannot read ${path}: ${why}`, {
-      cause: err,
-      detail: { path },
-    });
-  }
-  return new JwError("unavailable", `cannot read ${path}: ${why}`, {
-    cause: err,
-    detail: { path },
-  });
 }
 
 /**

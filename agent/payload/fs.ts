@@ -46,7 +46,8 @@
 import { posix } from "node:path";
 import { z } from "zod";
 import type { TimerId } from "../../shared/clock.ts";
-import { isJwError, JwError } from "../../shared/errors.ts";
+import { JwError } from "../../shared/errors.ts";
+import { osError } from "./_os.ts";
 import { formatDuration, parseDuration } from "../../shared/units.ts";
 import { pathWithin } from "../scripts/policy.ts";
 import { type Command, defineCommand, type RunContext, type RunResult } from "./commands.ts";
@@ -154,7 +155,7 @@ export function createFsWatchCommand(options: FsWatchOptions = {}): Command<FsWa
       try {
         info = await Deno.stat(root);
       } catch (err) {
-        throw osError(err, args.path, "cannot watch");
+        throw osError(err, "cannot watch", args.path, "not_found");
       }
       if (ctx.signal.aborted) return { error: null, data: { events: 0 } };
       const known = info.isDirectory ? await subdirectories(root) : new Set<string>();
@@ -163,7 +164,7 @@ export function createFsWatchCommand(options: FsWatchOptions = {}): Command<FsWa
       try {
         source = watch(root, { recursive: args.recursive });
       } catch (err) {
-        throw osError(err, args.path, "cannot watch");
+        throw osError(err, "cannot watch", args.path, "not_found");
       }
       return await new Watch(ctx, args, root, source, known, maxPending).run();
     },
@@ -246,7 +247,7 @@ class Watch {
         }
       }
     } catch (err) {
-      if (!this.#closed) failure = osError(err, args.path, "watching failed");
+      if (!this.#closed) failure = osError(err, "watching failed", args.path, "not_found");
     } finally {
       ctx.signal.removeEventListener("abort", stop);
       if (forTimer !== undefined) ctx.clock.clearTimeout(forTimer);
@@ -482,18 +483,4 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/** An OS error about `path` as a JwError: `not_found`, `forbidden`, else `unavailable`. */
-function osError(err: unknown, path: string, doing: string): JwError {
-  if (isJwError(err)) return err;
-  const why = err instanceof Error ? err.message : String(err);
-  const detail = { path };
-  if (err instanceof Deno.errors.NotFound) {
-    return new JwError("not_found", `${doing} ${path}: no such file or directory`, { detail });
-  }
-  if (err instanceof Deno.errors.PermissionDenied || err instanceof Deno.errors.NotCapable) {
-    return new JwError("forbidden", `${doing} ${path}: ${why}`, { detail });
-  }
-  return new JwError("unavailable", `${doing} ${path}: ${why}`, { detail });
 }
