@@ -179,8 +179,7 @@ export class OutputQueue {
     if (items.length === 0) return 0;
     const held = this.#held(output);
     const size = Math.max(1, chunk);
-    this.#db.exec("BEGIN");
-    try {
+    return this.#transaction(output, () => {
       for (let at = 0; at < items.length; at += size) {
         const tags: Record<string, string>[] = [];
         const tagIndex = new Map<Readonly<Record<string, string>>, number>();
@@ -213,13 +212,8 @@ export class OutputQueue {
       }
       const dropped = this.#dropOldest(output, maxBytes);
       if (dropped) this.#count(output, "dropped", dropped);
-      this.#db.exec("COMMIT");
       return dropped;
-    } catch (err) {
-      this.#db.exec("ROLLBACK");
-      this.#recount(output);
-      throw err;
-    }
+    });
   }
 
   /**
@@ -252,8 +246,7 @@ export class OutputQueue {
     now: number,
   ): void {
     const held = this.#held(output);
-    this.#db.exec("BEGIN");
-    try {
+    this.#transaction(output, () => {
       for (const r of this.#removeUpTo.all(output, seq) as { count: number; bytes: number }[]) {
         held.bytes -= Number(r.bytes);
         held.count -= Number(r.count);
@@ -270,20 +263,14 @@ export class OutputQueue {
         counts.delivered ? now : null,
         output,
       );
-      this.#db.exec("COMMIT");
-    } catch (err) {
-      this.#db.exec("ROLLBACK");
-      this.#recount(output);
-      throw err;
-    }
+    });
   }
 
   /** Forgets the messages `seqs` of `output` (dead-lettered), counting them as `dead`. */
   forget(output: string, seqs: readonly number[], counts: { dead: number }): void {
     const held = this.#held(output);
     const gone = new Set(seqs);
-    this.#db.exec("BEGIN");
-    try {
+    this.#transaction(output, () => {
       let after = Math.min(...seqs) - 1;
       const last = Math.max(...seqs);
       while (gone.size > 0 && after < last) {
@@ -305,7 +292,19 @@ export class OutputQueue {
         counts.dead,
         output,
       );
+    });
+  }
+
+  /**
+   * Runs `fn` in one transaction. If it throws, the transaction is rolled back and the
+   * in-memory count of `output`'s queued messages is taken again from the table.
+   */
+  #transaction<T>(output: string, fn: () => T): T {
+    this.#db.exec("BEGIN");
+    try {
+      const result = fn();
       this.#db.exec("COMMIT");
+      return result;
     } catch (err) {
       this.#db.exec("ROLLBACK");
       this.#recount(output);
