@@ -517,7 +517,7 @@ class AgentConnection implements Connection {
   #avoid(url: string): { id: string; at: number }[] {
     const known = rankServers(this.#o.agentId, this.servers);
     const here = known.find((server) => server.url === url)?.id;
-    return this.#failures.avoidSince(known).filter((f) => f.id !== here);
+    return this.#failures.avoid(known).filter((f) => f.id !== here);
   }
 
   async #onText(s: Session, text: string): Promise<void> {

@@ -161,15 +161,11 @@ export class RecentFailures {
   }
 
   /**
-   * Ids of the servers that failed within the window, most recent first, at most
-   * {@link MAX_AVOID}: ids noted directly, and the ids `servers` give the URLs that failed.
+   * The servers that failed within the window, by id, with when each last failed (epoch ms),
+   * most recent first, at most {@link MAX_AVOID}: ids noted directly, and the ids `servers`
+   * give the URLs that failed.
    */
-  avoid(servers: readonly RankedServer[]): string[] {
-    return this.avoidSince(servers).map((f) => f.id);
-  }
-
-  /** {@link avoid} with when each failed (epoch ms, the latest failure of each). */
-  avoidSince(servers: readonly RankedServer[]): { id: string; at: number }[] {
+  avoid(servers: readonly RankedServer[]): { id: string; at: number }[] {
     this.#expire();
     const when = new Map(this.#ids);
     for (const s of servers) {

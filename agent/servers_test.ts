@@ -12,6 +12,9 @@ import {
   RecentFailures,
 } from "./servers.ts";
 
+/** The ids of `RecentFailures.avoid` entries. */
+const ids = (entries: { id: string }[]) => entries.map((e) => e.id);
+
 const LIST: ServerEntry[] = [
   { id: "s1", url: "http://127.0.0.1:7400", health: 0 },
   { id: "s2", url: "https://s2.example.test", health: 3 },
@@ -82,12 +85,12 @@ Deno.test("RecentFailures remembers servers for the window, most recent first", 
   assert.equal(failures.has(byId("s3")), true);
   assert.equal(failures.has(byId("s1")), true);
   assert.equal(failures.has(byId("s2")), false);
-  assert.deepEqual(failures.avoid(ranked), ["s1", "s3"]);
+  assert.deepEqual(ids(failures.avoid(ranked)), ["s1", "s3"]);
   await clock.advance(58_000); // s3 was noted 60 s ago
   assert.equal(failures.has(byId("s3")), false);
-  assert.deepEqual(failures.avoid(ranked), ["s1"]);
+  assert.deepEqual(ids(failures.avoid(ranked)), ["s1"]);
   await clock.advance(1000);
-  assert.deepEqual(failures.avoid(ranked), []);
+  assert.deepEqual(ids(failures.avoid(ranked)), []);
   assert.equal(failures.has(byId("s1")), false);
 });
 
@@ -98,7 +101,7 @@ Deno.test("RecentFailures names at most MAX_AVOID servers", async () => {
     failures.note(`ws://10.0.0.${i}:7400/v1/agent`, `s${i}`);
     await clock.advance(10);
   }
-  const avoid = failures.avoid([]);
+  const avoid = ids(failures.avoid([]));
   assert.equal(avoid.length, MAX_AVOID);
   assert.equal(avoid[0], `s${MAX_AVOID + 7}`);
 });
