@@ -14,7 +14,7 @@
  * @module
  */
 import dgram from "node:dgram";
-import { findProgram } from "./process.ts";
+import { findProgram, pumpLines } from "./process.ts";
 
 /** One SRV record. */
 export interface DnsmasqSrv {
@@ -140,20 +140,10 @@ export async function startDnsmasq(options: DnsmasqOptions = {}): Promise<Dnsmas
     }).spawn();
     const log: string[] = [];
     let onLine: (line: string) => void = () => {};
-    const pump = (async () => {
-      let buffered = "";
-      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-        buffered += chunk;
-        let nl: number;
-        while ((nl = buffered.indexOf("\n")) >= 0) {
-          const line = buffered.slice(0, nl);
-          buffered = buffered.slice(nl + 1);
-          log.push(line);
-          onLine(line);
-        }
-      }
-      if (buffered) log.push(buffered);
-    })();
+    const pump = pumpLines(child.stderr, (line) => {
+      log.push(line);
+      onLine(line);
+    });
     // dnsmasq binds its sockets before it logs "started".
     let timer: ReturnType<typeof setTimeout> | undefined;
     const started = await new Promise<boolean>((resolve) => {

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { findProgram, freeTcpPort } from "./process.ts";
+import { findProgram, freeTcpPort, pumpLines } from "./process.ts";
 
 /** Options for {@link startMosquitto}. */
 export interface MosquittoOptions {
@@ -102,16 +102,7 @@ export class Mosquitto implements AsyncDisposable {
     }).spawn();
     const from = this.log.length;
     const pump = (async () => {
-      let buffered = "";
-      for await (const chunk of child.stderr.pipeThrough(new TextDecoderStream())) {
-        buffered += chunk;
-        let nl: number;
-        while ((nl = buffered.indexOf("\n")) >= 0) {
-          this.#push(buffered.slice(0, nl));
-          buffered = buffered.slice(nl + 1);
-        }
-      }
-      if (buffered) this.#push(buffered);
+      await pumpLines(child.stderr, (line) => this.#push(line));
       const waiters = this.#waiters;
       this.#waiters = [];
       for (const w of waiters) w.reject(new Error(`mosquitto exited before logging ${w.re}`));

@@ -53,17 +53,25 @@ export class LineLog {
   }
 }
 
-async function pump(stream: ReadableStream<Uint8Array>, log: LineLog): Promise<void> {
+/** Reads `stream` as text to its end, calling `onLine` with each line (and a last unfinished one). */
+export async function pumpLines(
+  stream: ReadableStream<Uint8Array>,
+  onLine: (line: string) => void,
+): Promise<void> {
   let buffered = "";
   for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
     buffered += chunk;
     let nl: number;
     while ((nl = buffered.indexOf("\n")) >= 0) {
-      log.push(buffered.slice(0, nl));
+      onLine(buffered.slice(0, nl));
       buffered = buffered.slice(nl + 1);
     }
   }
-  if (buffered) log.push(buffered);
+  if (buffered) onLine(buffered);
+}
+
+function pump(stream: ReadableStream<Uint8Array>, log: LineLog): Promise<void> {
+  return pumpLines(stream, (line) => log.push(line));
 }
 
 /** A running `jw` process. */

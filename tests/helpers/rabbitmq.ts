@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { findProgram, freeTcpPort } from "./process.ts";
+import { findProgram, freeTcpPort, pumpLines } from "./process.ts";
 
 const SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 const EPMD_PATHS = ["/usr/bin/epmd", "/usr/lib/erlang/bin/epmd"];
@@ -55,21 +55,11 @@ class Child {
     });
   }
 
-  async #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
-    let buffered = "";
-    const push = (line: string) => {
+  #pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+    return pumpLines(stream, (line) => {
       this.lines.push(line);
       this.#onLine(line);
-    };
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      buffered += chunk;
-      let nl: number;
-      while ((nl = buffered.indexOf("\n")) >= 0) {
-        push(buffered.slice(0, nl));
-        buffered = buffered.slice(nl + 1);
-      }
-    }
-    if (buffered) push(buffered);
+    });
   }
 
   get exited(): boolean {
